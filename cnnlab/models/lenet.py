@@ -1,0 +1,74 @@
+"""LeNet-5 as in LeCun, Bottou, Bengio & Haffner (1998), 32x32 input.
+
+Faithful where it changes the parameter count: C3's partial connection table (Table I),
+trainable subsampling (one coefficient and one bias per map) and the RBF output layer. The
+count is 60,840, the paper's "60,000 trainable parameters". Logits are the negative squared
+distances to the RBF centres, so softmax cross-entropy trains it. 28x28 inputs are centred in a
+32x32 field, as the paper did with MNIST.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnlab.models import register
+
+# C3_TABLE[j] lists the S2 maps that C3 map j sees (LeCun et al. 1998, Table I).
+C3_TABLE = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)
+
+
+def squash(x):
+  """The paper's scaled tanh, f(a) = 1.7159 tanh(2a/3)."""
+  return 1.7159 * jnp.tanh(2.0 / 3.0 * x)
+
+
+class Subsample(nn.Module):
+  """Sum of each 2x2 block times a trainable per-map coefficient, plus a per-map bias."""
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    coef = self.param("coef", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    return nn.avg_pool(x, (2, 2), (2, 2)) * 4.0 * coef + bias
+
+
+class SparseConv(nn.Module):
+  """C3: each output map sees only the input maps `table` lists; maps of equal fan-in share one grouped conv."""
+  table: tuple = C3_TABLE
+  kernel_size: int = 5
+
+  @nn.compact
+  def __call__(self, x):
+    outputs = {}
+    for fan_in in sorted({len(t) for t in self.table}):
+      maps = [j for j, t in enumerate(self.table) if len(t) == fan_in]
+      idx = jnp.array([i for j in maps for i in self.table[j]])
+      y = nn.Conv(len(maps), (self.kernel_size,) * 2, padding="VALID", feature_group_count=len(maps),
+                  name=f"fan_in{fan_in}")(x[..., idx])
+      outputs.update({j: y[..., k] for k, j in enumerate(maps)})
+    return jnp.stack([outputs[j] for j in range(len(self.table))], axis=-1)
+
+
+@register("lenet5")
+class LeNet5(nn.Module):
+  """C1-S2-C3-S4-C5-F6-RBF output."""
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    pad = [(max(0, (32 - s) // 2), max(0, 32 - s - (32 - s) // 2)) for s in x.shape[1:3]]
+    x = jnp.pad(x, [(0, 0), *pad, (0, 0)])
+    x = squash(nn.Conv(6, (5, 5), padding="VALID", name="C1")(x))
+    x = squash(Subsample(name="S2")(x))
+    x = squash(SparseConv(name="C3")(x))
+    x = squash(Subsample(name="S4")(x))
+    x = squash(nn.Conv(120, (5, 5), padding="VALID", name="C5")(x))
+    x = squash(nn.Dense(84, name="F6")(x.reshape(x.shape[0], -1)))
+    centres = self.param("RBF", nn.initializers.normal(1.0), (self.num_classes, 84))
+    return -jnp.sum((x[:, None, :] - centres[None]) ** 2, axis=-1)

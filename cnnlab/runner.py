@@ -1,0 +1,53 @@
+"""Runs one experiment in a workdir: config.json first, resume-aware, results last."""
+
+import datetime
+import json
+import os
+import time
+from types import ModuleType
+
+import jax
+import ml_collections
+
+from cnnlab import reporting
+from cnnlab.errors import UserError
+
+
+def default_workdir(exp_name: str) -> str:
+  return os.path.join("runs", exp_name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Creates `workdir` and writes config.json; refuses a workdir holding a different config."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"cannot write to workdir {workdir!r}: {e.strerror}") from None
+  path = os.path.join(workdir, "config.json")
+  new = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    old = reporting.read_json(path)
+    if old != new:
+      changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+      raise UserError(f"workdir {workdir!r} holds a run with a different config (fields {', '.join(changed)}); "
+                      "use a new --workdir")
+  else:
+    reporting.write_json(path, new)
+
+
+def run_experiment(module: ModuleType, config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs `module.run(config, workdir)` unless results.json says the run already finished."""
+  prepare_workdir(workdir, config)
+  results_path = os.path.join(workdir, "results.json")
+  if os.path.exists(results_path):
+    print(f"Finished run found in {workdir}; not re-running (results.md holds its table).")
+    return reporting.read_json(results_path)
+  start = time.time()
+  results = module.run(config, workdir)
+  print(f"Done in {time.time() - start:.1f} s on {jax.device_count()} {jax.default_backend()} device(s). "
+        f"Results: {os.path.join(workdir, 'results.md')}")
+  return results
