@@ -20,6 +20,7 @@ import scipy.signal
 import skimage.data
 
 from cnnlab import conv_ops, reporting
+from cnnlab.errors import UserError
 
 # name -> (input shape without batch, kernel shape, strides, padding, rhs dilation, groups).
 LAYERS = {
@@ -116,7 +117,7 @@ def timing(config: ml_collections.ConfigDict, rng: np.random.Generator) -> list[
   rows = []
   for name in [n.strip() for n in config.timing_layers.split(",") if n.strip()]:
     if name not in LAYERS:
-      raise ValueError(f"unknown timing layer {name!r}; known: {', '.join(LAYERS)}")
+      raise UserError(f"unknown timing layer {name!r}; known: {', '.join(LAYERS)}")
     xs, ws, s, p, d, g = LAYERS[name]
     kw = dict(window_strides=s, padding=p, rhs_dilation=d, feature_group_count=g)
     x = rng.standard_normal((config.batch, *xs)).astype(np.float32)
