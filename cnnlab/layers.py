@@ -5,6 +5,7 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cnnlab.errors import UserError
 
@@ -16,12 +17,32 @@ def spatial_dims(x: jax.Array) -> int:
   return x.ndim - 2
 
 
+def _block_reduce(x: jax.Array, window: int, reduce) -> jax.Array:
+  """Non-overlapping pooling as reshape + reduce, with VALID semantics (incomplete edge windows dropped).
+
+  On XLA:CPU this is several times faster than `reduce_window`, whose max-pool gradient
+  (select_and_scatter) cost ~120 ms of a ~190 ms CNN step here. Gradients agree with
+  `nn.max_pool` except on exact ties inside a window, where the gradient is split rather than
+  given to the first maximum (after ReLU, ties are zeros whose gradient is zero anyway).
+  """
+  d = spatial_dims(x)
+  sizes = [s // window for s in x.shape[1:-1]]
+  x = x[(slice(None), *(slice(0, n * window) for n in sizes))]
+  shape = [x.shape[0]]
+  for n in sizes:
+    shape += [n, window]
+  x = x.reshape(*shape, x.shape[-1])
+  return reduce(x, axis=tuple(2 + 2 * i for i in range(d)))
+
+
 def pool(x: jax.Array, kind: str, window: int = 2, stride: int | None = None) -> jax.Array:
   """Max or average pooling over all spatial dims ('none' returns `x`)."""
   if kind == "none":
     return x
   d = spatial_dims(x)
   stride = window if stride is None else stride
+  if kind in ("max", "avg") and stride == window:
+    return _block_reduce(x, window, jnp.max if kind == "max" else jnp.mean)
   if kind == "max":
     return nn.max_pool(x, (window,) * d, (stride,) * d)
   if kind == "avg":
@@ -47,3 +68,53 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   if name not in ACTIVATIONS:
     raise UserError(f"unknown activation {name!r}; use one of {sorted(ACTIVATIONS)}")
   return ACTIVATIONS[name]
+
+
+class ConvLocal(nn.ConvLocal):
+  """`nn.ConvLocal` (same parameters, same outputs) computed as shifted slices + one batched matmul.
+
+  flax's version extracts patches with `conv_general_dilated_patches`, whose gradient is slow on
+  XLA:CPU (a 14x14x16->32 3x3 layer: 477 ms vs 86 ms here for forward+backward). Unusual
+  configurations (input dilation, circular/reflect/causal padding, a mask) use flax's code path.
+  """
+
+  @nn.compact
+  def __call__(self, inputs):
+    d = inputs.ndim - 2
+    kernel_size = tuple(self.kernel_size) if not isinstance(self.kernel_size, int) else (self.kernel_size,) * d
+    strides = _tuple(self.strides, d)
+    dilation = _tuple(self.kernel_dilation, d)
+    plain = (self.mask is None and _tuple(self.input_dilation, d) == (1,) * d and self.feature_group_count == 1
+             and not (isinstance(self.padding, str) and self.padding.upper() in ("CIRCULAR", "REFLECT", "CAUSAL")))
+    if not plain or len(kernel_size) != d:
+      return super().__call__(inputs)
+    eff = [(k - 1) * r + 1 for k, r in zip(kernel_size, dilation)]
+    if isinstance(self.padding, str):
+      pads = jax.lax.padtype_to_pads(inputs.shape[1:-1], eff, strides, self.padding)
+    elif isinstance(self.padding, int):
+      pads = [(self.padding, self.padding)] * d
+    else:
+      pads = [(p, p) if isinstance(p, int) else tuple(p) for p in self.padding]
+    x = jnp.pad(inputs, [(0, 0), *pads, (0, 0)])
+    out = [(x.shape[1 + i] - eff[i]) // strides[i] + 1 for i in range(d)]
+    if min(out) < 1:
+      raise UserError(f"kernel {kernel_size} (dilation {dilation}) is larger than the padded input {x.shape[1:-1]}")
+    c = inputs.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (*out, int(np.prod(kernel_size)) * c, self.features),
+                        self.param_dtype)
+    bias = self.param("bias", self.bias_init, (*out, self.features), self.param_dtype) if self.use_bias else None
+    x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    slices = []
+    for offset in np.ndindex(*kernel_size):
+      idx = tuple(slice(o * r, o * r + (n - 1) * s + 1, s) for o, r, n, s in zip(offset, dilation, out, strides))
+      slices.append(x[(slice(None), *idx)])
+    # Patch features ordered (channel, *window), as conv_general_dilated_patches orders them.
+    patches = jnp.stack(slices, axis=-1).reshape(*x.shape[:1], *out, -1)
+    y = jnp.einsum("n...k,...kf->n...f", patches, kernel, precision=self.precision)
+    return y + bias if bias is not None else y
+
+
+def _tuple(v, d: int) -> tuple[int, ...]:
+  if v is None:
+    return (1,) * d
+  return (v,) * d if isinstance(v, int) else tuple(v)

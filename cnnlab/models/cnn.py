@@ -27,7 +27,7 @@ class CNN(nn.Module):
   hidden: Sequence[int] = ()  # dense widths between the conv stack and the classifier
   num_classes: int = 10
   act: str = "relu"
-  conv: Any = nn.Conv       # nn.Conv (shared weights) or nn.ConvLocal (unshared)
+  conv: Any = nn.Conv       # nn.Conv (shared weights) or a locally-connected nn.ConvLocal (unshared)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -51,4 +51,4 @@ class CNN(nn.Module):
     return nn.Dense(self.num_classes, name="head")(x)
 
 
-LCN = register("lcn", functools.partial(CNN, conv=nn.ConvLocal))
+LCN = register("lcn", functools.partial(CNN, conv=layers.ConvLocal))

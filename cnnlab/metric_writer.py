@@ -1,0 +1,41 @@
+"""Training metrics to metrics.jsonl (one JSON object per logged step) and TensorBoard event files."""
+
+import json
+import math
+import os
+
+
+class MetricWriter:
+  """Appends `{"step": s, **scalars}` lines; on resume, drops lines past the restored step."""
+
+  def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+      with open(self.path, "w") as f:
+        f.writelines(kept)
+    self._file = open(self.path, "a")
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    scalars = {k: float(v) for k, v in scalars.items()}
+    self._file.write(json.dumps({"step": step, **{k: (v if math.isfinite(v) else str(v))
+                                                  for k, v in scalars.items()}}) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, v, step)
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]

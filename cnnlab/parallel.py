@@ -1,0 +1,49 @@
+"""Data parallelism: one ("data",) mesh over every device; batches sharded, params replicated.
+
+The same code runs on 1 CPU, 8 simulated CPU devices, a GPU or a TPU pod slice (call
+`jax.distributed.initialize()` first on multi-host; each process then feeds its own rows).
+"""
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from cnnlab.errors import UserError
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh named "data" over `devices` (default: all devices of all processes)."""
+  devices = jax.devices() if devices is None else list(devices)
+  # Auto axis types keep the classic "jit propagates shardings" behaviour (make_mesh defaults to Explicit).
+  return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over the "data" axis."""
+  return NamedSharding(mesh, P("data"))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+  if batch_size % mesh.size:
+    raise UserError(f"batch size {batch_size} is not divisible by the {mesh.size} devices of the mesh")
+
+
+def process_rows(global_batch_size: int) -> slice:
+  """The rows of a global batch that this process feeds (all of them with one process)."""
+  local = global_batch_size // jax.process_count()
+  return slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+
+
+def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles global arrays, sharded over "data", from this process's rows."""
+  sharding = data_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+def needs_blocking(mesh: Mesh) -> bool:
+  """Several CPU devices can deadlock in all-reduce when steps are dispatched without blocking."""
+  return mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"

@@ -1,0 +1,212 @@
+"""Training: a flax TrainState, pure jitted train/eval steps over a ("data",) mesh, and `fit`.
+
+`fit` resumes from the latest checkpoint in its workdir, logs to metrics.jsonl + TensorBoard,
+fetches metrics from the device only at log intervals, and stops on a NaN/inf loss without
+overwriting the last good checkpoint.
+"""
+
+import functools
+import math
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh
+from tqdm import tqdm
+
+from cnnlab import analysis, checkpoint, input_pipeline, parallel
+from cnnlab.data import Dataset
+from cnnlab.errors import TrainingDiverged, UserError
+from cnnlab.metric_writer import MetricWriter
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Optimisation and loop fields shared by every experiment that trains."""
+  c = ml_collections.ConfigDict()
+  c.steps = 1000             # optimisation steps
+  c.batch_size = 128         # global batch, split over all devices (must divide by the device count)
+  c.eval_batch_size = 500    # evaluation batch (padded and masked at the end of a split)
+  c.optimizer = "adam"       # 'adam' | 'adamw' | 'sgd' (with momentum)
+  c.learning_rate = 1e-3     # peak learning rate
+  c.schedule = "constant"    # 'constant' | 'cosine' (decays to 0 at `steps`)
+  c.warmup_steps = 0         # linear warm-up from 0 to `learning_rate`
+  c.momentum = 0.9           # sgd only
+  c.weight_decay = 0.0       # adamw: decoupled decay; sgd/adam: added L2 gradient
+  c.grad_clip = 0.0          # clip the global gradient norm to this; 0 disables
+  c.log_every = 100          # steps between metric fetches (device -> host) and log lines
+  c.eval_every = 0           # steps between test-set evaluations during training; 0: only at the end
+  c.checkpoint_every = 500   # steps between checkpoints (a final one is always written)
+  c.keep_checkpoints = 2     # checkpoints kept on disk
+  c.tensorboard = True       # also write TensorBoard event files
+  c.progress = True          # show a progress bar
+  return c
+
+
+class TrainState(train_state.TrainState):
+  """Params, optimizer state and step; `batch_stats` for models with BatchNorm (else an empty dict)."""
+  batch_stats: Any = None
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  if config.schedule == "constant":
+    lr = optax.constant_schedule(config.learning_rate)
+  elif config.schedule == "cosine":
+    lr = optax.cosine_decay_schedule(config.learning_rate, max(1, config.steps - config.warmup_steps))
+  else:
+    raise UserError(f"unknown schedule {config.schedule!r}; use 'constant' or 'cosine'")
+  if config.warmup_steps:
+    lr = optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps), lr],
+                              [config.warmup_steps])
+  chain = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
+  if config.optimizer == "adamw":
+    chain.append(optax.adamw(lr, weight_decay=config.weight_decay))
+  elif config.optimizer in ("adam", "sgd"):
+    if config.weight_decay:
+      chain.append(optax.add_decayed_weights(config.weight_decay))
+    chain.append(optax.adam(lr) if config.optimizer == "adam" else optax.sgd(lr, momentum=config.momentum))
+  else:
+    raise UserError(f"unknown optimizer {config.optimizer!r}; use 'adam', 'adamw' or 'sgd'")
+  return optax.chain(*chain)
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       example_shape: tuple[int, ...], mesh: Mesh) -> TrainState:
+  """Initialises the state directly in its (replicated) sharding: no host copy of the params."""
+
+  def init(rng):
+    variables = model.init({"params": rng, "dropout": rng}, jnp.zeros((1, *example_shape), jnp.float32))
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}))
+
+  abstract = jax.eval_shape(init, rng)
+  shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
+  return jax.jit(init, out_shardings=shardings)(rng)
+
+
+def _forward(state: TrainState, params: Any, x: jax.Array, train: bool, rng: jax.Array | None = None):
+  """Logits, plus the new batch statistics when training a model that has them."""
+  variables = {"params": params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  rngs = {"dropout": rng} if rng is not None else {}
+  if train and state.batch_stats:
+    logits, updates = state.apply_fn(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+    return logits, updates["batch_stats"]
+  return state.apply_fn(variables, x, train=train, rngs=rngs), state.batch_stats
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[TrainState, dict]:
+  """One optimisation step on a (sharded) batch; randomness is `fold_in(rng, step)` so resumes replay it."""
+  step_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    logits, batch_stats = _forward(state, params, batch["x"], train=True, rng=step_rng)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+    return loss, (logits, batch_stats)
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["y"]),
+             "grad_norm": optax.global_norm(grads)}
+  return state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Summed loss, correct count and example count of a masked batch."""
+  logits, _ = _forward(state, state.params, batch["x"], train=False)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
+  correct = (jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)
+  m = batch["mask"]
+  return {"loss_sum": jnp.sum(loss * m), "correct": jnp.sum(correct * m), "count": jnp.sum(m)}
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_steps(mesh: Mesh):
+  """`train_step` and `eval_step` jitted once per mesh with explicit shardings (state donated)."""
+  rep, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  train = jax.jit(train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=0)
+  evaluate_ = jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)
+  return train, evaluate_
+
+
+def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, mesh: Mesh) -> dict[str, float]:
+  """Mean loss and accuracy over every example of (x, y)."""
+  parallel.check_batch_size(batch_size, mesh)
+  _, eval_fn = compiled_steps(mesh)
+  totals = None
+  rows = parallel.process_rows(batch_size)
+  for batch in input_pipeline.eval_batches(x, y, batch_size, rows):
+    out = eval_fn(state, parallel.shard_batch(batch, mesh))
+    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+  totals = jax.device_get(totals)
+  return {"loss": float(totals["loss_sum"] / totals["count"]), "accuracy": float(totals["correct"] / totals["count"])}
+
+
+def _check_finite(records: list[dict], first_step: int, ckpt: checkpoint.Checkpointer, workdir: str) -> None:
+  for i, r in enumerate(records):
+    bad = {k: float(r[k]) for k in ("loss", "grad_norm") if not math.isfinite(float(r[k]))}
+    if bad:
+      last = ckpt.latest_step()
+      kept = f"the last good checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
+      raise TrainingDiverged(f"training diverged at step {first_step + i + 1} ({', '.join(f'{k}={v}' for k, v in bad.items())}); "
+                             f"{kept} in {workdir}; lower train.learning_rate")
+
+
+def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, workdir: str, seed: int,
+        mesh: Mesh | None = None) -> tuple[TrainState, dict]:
+  """Trains `model` on `dataset` for `config.steps`, resuming from `workdir`; returns (state, summary)."""
+  mesh = mesh or parallel.make_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+  os.makedirs(workdir, exist_ok=True)
+  init_rng, step_rng = jax.random.split(jax.random.key(seed))
+  state = create_train_state(model, make_optimizer(config), init_rng, dataset.example_shape, mesh)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  state = ckpt.restore_latest(state)
+  start = int(state.step)
+  train_fn, _ = compiled_steps(mesh)
+  writer = MetricWriter(workdir, resume_step=start, tensorboard=config.tensorboard)
+  block = parallel.needs_blocking(mesh)
+  batches = input_pipeline.train_batches(dataset.x_train, dataset.y_train, config.batch_size, seed, start,
+                                         parallel.process_rows(config.batch_size))
+  pending, window_start = [], start
+  bar = tqdm(total=config.steps, initial=start, disable=not config.progress, leave=False, desc=os.path.basename(workdir))
+  try:
+    for step in range(start, config.steps):
+      state, metrics = train_fn(state, parallel.shard_batch(next(batches), mesh), step_rng)
+      if block:
+        jax.block_until_ready(metrics)
+      pending.append(metrics)
+      done = step + 1
+      last = done == config.steps
+      save = done % config.checkpoint_every == 0 or last
+      if done % config.log_every == 0 or save:
+        records = jax.device_get(pending)
+        _check_finite(records, window_start, ckpt, workdir)
+        means = {f"train_{k}": float(np.mean([r[k] for r in records])) for k in records[0]}
+        writer.write(done, means)
+        bar.set_postfix(loss=f"{means['train_loss']:.3f}")
+        pending, window_start = [], done
+      if config.eval_every and (done % config.eval_every == 0) and not last:
+        test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh)
+        writer.write(done, {f"test_{k}": v for k, v in test.items()})
+      if save:
+        ckpt.save(done, state)
+      bar.update(1)
+  finally:
+    bar.close()
+    ckpt.close()
+  train = evaluate(state, dataset.x_train, dataset.y_train, config.eval_batch_size, mesh)
+  test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh)
+  writer.write(config.steps, {**{f"final_train_{k}": v for k, v in train.items()},
+                              **{f"final_test_{k}": v for k, v in test.items()}})
+  writer.close()
+  summary = {"steps": config.steps, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+             "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+             "params": analysis.count_params(state.params)}
+  return state, summary
