@@ -1,0 +1,220 @@
+"""A unit's receptive field follows rf_l = rf_{l-1} + (k̂_l - 1) jump_{l-1}; dilation grows it exponentially.
+
+Command: python run.py --exp=receptive_field
+Run time: ~75 s wall / 53 s CPU measured on 2 busy CPU cores (load ~6); most of it is training the small
+CNN on mnist5k (300 steps, ~15 s of that is the trainer's compiles).
+Result: the analytic field of every layer of the AlexNet (195 px), VGG-16 (212 px) and cnnlab CNN (18 px)
+geometries equals the non-zero region of the gradient of one output unit. Doubling the dilation per layer
+gives 2^(L+1) - 1 pixels after L 3x3 layers (127 at depth 6) against 2L + 1 (13) undilated, with the same
+parameter count (13,920 at 16 channels). The effective field (mean |gradient|) of conv2's centre unit
+stays inside its 18x18 theoretical field and holds 90% of its mass in 69% of it (222 px) untrained; after
+training (test accuracy 0.96) 65% (210 px): on mnist5k, training did not grow the effective field.
+"""
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cnnlab import analysis, data, models, reporting, train
+from cnnlab import receptive_field as rfl
+from cnnlab.errors import UserError
+from cnnlab.receptive_field import Layer
+
+
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.stacks = "alexnet,vgg16,cnn"  # geometries whose per-layer field is computed and measured
+  c.seed = 0                   # initialisation and batch order of the trained CNN
+  c.features = "16,32,32"      # conv widths of the cnnlab CNN (conv3-relu-maxpool2 per stage)
+  c.erf_images = 128           # test images averaged for the effective receptive field
+  c.erf_fraction = 0.9         # the ERF's size: fewest pixels / disc radius holding this much |gradient|
+  c.max_depth = 6              # dilated vs plain 3x3 stacks of depth 1..max_depth
+  c.stack_channels = 16        # channels of those stacks (for their parameter counts)
+  c.data = data.get_config()   # dataset of the trained CNN (see cnnlab.data)
+  c.train = train.get_config()  # optimisation of the trained CNN (see cnnlab.train)
+  c.train.steps = 300
+  c.train.batch_size = 64
+  c.train.log_every = 100
+  c.train.checkpoint_every = 300
+  c.train.tensorboard = False
+  c.train.progress = False
+  if quick:
+    c.stacks, c.features, c.erf_images, c.max_depth = "cnn", "4,8,8", 8, 3
+    c.train.steps = c.train.checkpoint_every = 4
+    c.train.batch_size = 32
+  return c
+
+
+def alexnet_geometry() -> list[Layer]:
+  return [Layer(11, 4, name="conv1"), Layer(3, 2, kind="pool", name="pool1"), Layer(5, padding=2, name="conv2"),
+          Layer(3, 2, kind="pool", name="pool2"), Layer(3, padding=1, name="conv3"),
+          Layer(3, padding=1, name="conv4"), Layer(3, padding=1, name="conv5"), Layer(3, 2, kind="pool", name="pool5")]
+
+
+def vgg16_geometry() -> list[Layer]:
+  layers = []
+  for block, n in enumerate((2, 2, 3, 3, 3), start=1):
+    layers += [Layer(3, padding=1, name=f"conv{block}_{i + 1}") for i in range(n)]
+    layers.append(Layer(2, 2, kind="pool", name=f"pool{block}"))
+  return layers
+
+
+def cnn_geometry(model: Any) -> list[Layer]:
+  """The conv/pool geometry of a cnnlab `cnn` model ('SAME' = padding k // 2 for odd k)."""
+  layers = []
+  for i, _ in enumerate(model.features):
+    pad = model.kernel_size // 2 if model.padding == "SAME" else 0
+    layers.append(Layer(model.kernel_size, model.strides, padding=pad, name=f"conv{i}"))
+    if model.pool != "none":
+      layers.append(Layer(2, 2, kind="pool", name=f"pool{i}"))
+  return layers
+
+
+def dilation_table(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  """Plain vs exponentially dilated 3x3 stacks: field (analytic and measured) and parameters, per depth."""
+  depth = config.max_depth
+  stacks = {"plain": rfl.ConvStack(config.stack_channels, 3, (1,) * depth),
+            "dilated": rfl.ConvStack(config.stack_channels, 3, tuple(2 ** i for i in range(depth)))}
+  # Depth L is the first L layers of the deepest stack, so one pass over the prefixes measures them all.
+  measured = {k: rfl.empirical_per_layer(s.layers()) for k, s in stacks.items()}
+  rows = []
+  for n in range(1, depth + 1):
+    row = {"depth": n}
+    for kind, stack in stacks.items():
+      prefix = stack.clone(dilations=stack.dilations[:n])
+      rf = rfl.analytic(prefix.layers())[-1]["rf"]
+      variables = analysis.abstract_variables(prefix, (1, rf + 8, rf + 8, config.stack_channels))
+      row[kind] = {"dilations": list(prefix.dilations), "rf": rf, "measured_rf": measured[kind][n - 1]["measured_rf"],
+                   "params": analysis.count_params(variables["params"])}
+    rows.append(row)
+  return rows
+
+
+def _erf_fn(model, layer: str, centre: tuple[int, int]):
+  """params, x -> mean |d (centre unit of `layer`, summed over channels) / d input| over the images x."""
+  def erf(params, x):
+    def feature(x):
+      _, state = model.apply({"params": params}, x, capture_intermediates=lambda m, _: m.name == layer,
+                             mutable=["intermediates"])
+      return state["intermediates"][layer]["__call__"][0]
+    grad = jax.grad(lambda x: feature(x)[:, centre[0], centre[1], :].sum())(x)
+    return jnp.abs(grad).sum(-1).mean(0)
+  return jax.jit(erf)  # One compile serves the untrained and the trained params.
+
+
+def effective_fields(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """ERF of the CNN's last conv before and after training."""
+  ds = data.load(config.data)
+  features = tuple(int(v) for v in config.features.split(","))
+  model = models.create("cnn", features=features, num_classes=ds.num_classes)
+  geometry = cnn_geometry(model)
+  last_conv = f"conv{len(features) - 1}"
+  conv_geometry = geometry[:[g.name for g in geometry].index(last_conv) + 1]
+  side = ds.example_shape[0]
+  out = rfl.output_size(conv_geometry, side)
+  centre = (out // 2, out // 2)
+  lo, hi = rfl.unit_field(conv_geometry, centre[0])
+  # Untrained = the same network fit() starts from (fit draws its params from the first split of the seed).
+  init_rng = jax.random.split(jax.random.key(config.seed))[0]
+  init_params = model.init({"params": init_rng}, jnp.zeros((1, *ds.example_shape)))["params"]
+  state, summary = train.fit(config.train, model, ds, os.path.join(workdir, "train"), config.seed)
+  x = ds.x_test[:config.erf_images]
+  erf = _erf_fn(model, last_conv, centre)
+  maps = {"untrained": np.asarray(erf(init_params, x)), "trained": np.asarray(erf(state.params, x))}
+  rf_area = (min(hi, side - 1) - max(lo, 0) + 1) ** 2
+  stats = {}
+  for name, m in maps.items():
+    (r0, r1), (c0, c1) = rfl.nonzero_extent(m)
+    area = rfl.mass_area(m, config.erf_fraction)
+    stats[name] = {"support_rows": (r0, r1), "support_cols": (c0, c1),
+                   "support_inside_field": max(lo, 0) <= min(r0, c0) and max(r1, c1) <= min(hi, side - 1),
+                   "mass_area": area, "mass_area_fraction": area / rf_area,
+                   "mass_radius": rfl.mass_radius(m, config.erf_fraction)}
+  return {"dataset": ds.name, "model_features": features, "layer": last_conv, "unit": centre,
+          "field": (lo, hi), "field_on_input_area": rf_area, "train_summary": summary, "stats": stats,
+          "maps": maps}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  features = tuple(int(v) for v in config.features.split(","))
+  known = {"alexnet": ("AlexNet (conv1..pool5)", alexnet_geometry),
+           "vgg16": ("VGG-16 (conv1_1..pool5)", vgg16_geometry),
+           "cnn": (f"cnnlab cnn{list(features)}", lambda: cnn_geometry(models.create("cnn", features=features)))}
+  per_layer = {}
+  for key in [k.strip() for k in config.stacks.split(",") if k.strip()]:
+    if key not in known:
+      raise UserError(f"unknown stack {key!r} in config.stacks; use some of {', '.join(known)}")
+    name, layers = known[key][0], known[key][1]()
+    rows = rfl.analytic(layers)
+    for row, measured in zip(rows, rfl.empirical_per_layer(layers)):
+      row.update(measured_rf=measured["measured_rf"], agree=measured["agree"])
+    per_layer[name] = rows
+  erf = effective_fields(config, workdir)
+  results = {"per_layer": per_layer, "dilation": dilation_table(config),
+             "erf": {k: v for k, v in erf.items() if k != "maps"}}
+  results["figures"] = [_erf_figure(erf, workdir), _dilation_figure(results["dilation"], workdir)]
+  reporting.write_results(workdir, results, _markdown(results, config))
+  return results
+
+
+def _erf_figure(erf: dict, workdir: str) -> str:
+  import matplotlib.patches as patches  # pylint: disable=g-import-not-at-top
+  fig, axes = reporting.new_figure(1, 2, figsize=(8, 4))
+  lo, hi = erf["field"]
+  for ax, (name, m) in zip(axes, erf["maps"].items()):
+    ax.imshow(m / m.max(), cmap="viridis")
+    ax.add_patch(patches.Rectangle((lo - 0.5, lo - 0.5), hi - lo + 1, hi - lo + 1, fill=False, ec="w", ls="--"))
+    s = erf["stats"][name]
+    ax.set_title(f"{name}: {s['mass_area_fraction']:.0%} of the field holds 90%", fontsize=9)
+    ax.axis("off")
+  fig.suptitle(f"Effective receptive field of {erf['layer']}'s centre unit ({erf['dataset']}); dashed: "
+               "theoretical field", fontsize=9)
+  return reporting.save_figure(fig, workdir, "effective_receptive_field")
+
+
+def _dilation_figure(rows: list[dict], workdir: str) -> str:
+  fig, ax = reporting.new_figure(figsize=(5, 3.5))
+  depth = [r["depth"] for r in rows]
+  for kind in ("plain", "dilated"):
+    ax.plot(depth, [r[kind]["measured_rf"] for r in rows], "o-", label=f"{kind} 3x3 (measured)")
+  ax.set_yscale("log", base=2)
+  ax.set_xlabel("depth (layers)")
+  ax.set_ylabel("receptive field (pixels)")
+  ax.legend()
+  return reporting.save_figure(fig, workdir, "dilation_growth")
+
+
+def _markdown(results: dict, config: ml_collections.ConfigDict) -> str:
+  md = ["# Receptive fields\n", "Measured = extent of the non-zero gradient of the centre output unit of an "
+        "all-ones linear net with the same geometry.\n"]
+  for name, rows in results["per_layer"].items():
+    md += [f"## {name}\n", reporting.markdown_table(
+        ["layer", "kernel", "stride", "dilation", "jump", "analytic field", "measured field", "agree"],
+        [[r["layer"], r["kernel"], r["stride"], r["dilation"], r["jump"], r["rf"], r["measured_rf"],
+          "yes" if r["agree"] else "NO"] for r in rows]), ""]
+  dil = results["dilation"]
+  md += ["## Dilation: exponential growth at the same parameter count\n", reporting.markdown_table(
+      ["depth", "plain field", "dilated field (d = 1, 2, 4, ...)", "plain params", "dilated params",
+       "analytic = measured"],
+      [[r["depth"], r["plain"]["rf"], r["dilated"]["rf"], r["plain"]["params"], r["dilated"]["params"],
+        "yes" if all(r[k]["rf"] == r[k]["measured_rf"] for k in ("plain", "dilated")) else "NO"] for r in dil]), ""]
+  e = results["erf"]
+  st, su = e["stats"], e["train_summary"]
+  grows = st["trained"]["mass_area"] > st["untrained"]["mass_area"]
+  md += [f"## Effective receptive field: {e['layer']} of cnn{list(e['model_features'])} on {e['dataset']}\n",
+         f"Centre unit {tuple(e['unit'])}, theoretical field rows/cols {tuple(e['field'])} "
+         f"({e['field_on_input_area']} pixels on the input). Trained {su['steps']} steps: test accuracy "
+         f"{su['test_accuracy']:.3f}.\n",
+         reporting.markdown_table(
+             ["network", f"pixels holding {config.erf_fraction:.0%} of the gradient mass", "fraction of theoretical field",
+              f"radius holding {config.erf_fraction:.0%}", "gradient support inside the field"],
+             [[k, s["mass_area"], s["mass_area_fraction"], s["mass_radius"], "yes" if s["support_inside_field"]
+               else "NO"] for k, s in st.items()]),
+         f"\nTraining {'grew' if grows else 'did not grow'} the effective field "
+         f"({st['untrained']['mass_area']} -> {st['trained']['mass_area']} pixels).",
+         "\nFigures: " + ", ".join(results["figures"])]
+  return "\n".join(md)
