@@ -20,7 +20,7 @@ from flax.training import train_state
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from cnnlab import analysis, checkpoint, input_pipeline, parallel
+from cnnlab import analysis, checkpoint, input_pipeline, parallel, reporting
 from cnnlab.data import Dataset
 from cnnlab.errors import TrainingDiverged, UserError
 from cnnlab.metric_writer import MetricWriter
@@ -54,39 +54,53 @@ class TrainState(train_state.TrainState):
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  if config.schedule == "constant":
-    lr = optax.constant_schedule(config.learning_rate)
-  elif config.schedule == "cosine":
-    lr = optax.cosine_decay_schedule(config.learning_rate, max(1, config.steps - config.warmup_steps))
+  """The optax optimizer of `config`; equal configs return the same object, so jitted steps are reused."""
+  return _optimizer(config.optimizer, config.learning_rate, config.schedule, config.steps, config.warmup_steps,
+                    config.momentum, config.weight_decay, config.grad_clip)
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(name, learning_rate, schedule, steps, warmup_steps, momentum, weight_decay, grad_clip):
+  # The optimizer is a static field of TrainState: a new object per run would recompile every step function.
+  if schedule == "constant":
+    lr = optax.constant_schedule(learning_rate)
+  elif schedule == "cosine":
+    lr = optax.cosine_decay_schedule(learning_rate, max(1, steps - warmup_steps))
   else:
-    raise UserError(f"unknown schedule {config.schedule!r}; use 'constant' or 'cosine'")
-  if config.warmup_steps:
-    lr = optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps), lr],
-                              [config.warmup_steps])
-  chain = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
-  if config.optimizer == "adamw":
-    chain.append(optax.adamw(lr, weight_decay=config.weight_decay))
-  elif config.optimizer in ("adam", "sgd"):
-    if config.weight_decay:
-      chain.append(optax.add_decayed_weights(config.weight_decay))
-    chain.append(optax.adam(lr) if config.optimizer == "adam" else optax.sgd(lr, momentum=config.momentum))
+    raise UserError(f"unknown schedule {schedule!r}; use 'constant' or 'cosine'")
+  if warmup_steps:
+    lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps), lr], [warmup_steps])
+  chain = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+  if name == "adamw":
+    chain.append(optax.adamw(lr, weight_decay=weight_decay))
+  elif name in ("adam", "sgd"):
+    if weight_decay:
+      chain.append(optax.add_decayed_weights(weight_decay))
+    chain.append(optax.adam(lr) if name == "adam" else optax.sgd(lr, momentum=momentum))
   else:
-    raise UserError(f"unknown optimizer {config.optimizer!r}; use 'adam', 'adamw' or 'sgd'")
+    raise UserError(f"unknown optimizer {name!r}; use 'adam', 'adamw' or 'sgd'")
   return optax.chain(*chain)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_init(model: nn.Module, tx: optax.GradientTransformation, example_shape: tuple[int, ...], mesh: Mesh):
+  """State initialisation compiled once per (model, optimizer, input shape, mesh), output already replicated."""
+
+  def init(rng):
+    variables = model.init({"params": rng, "dropout": rng}, jnp.zeros((1, *example_shape), jnp.float32), train=False)
+    # `model` is this first-seen instance for all equal models: they then share one `apply_fn` (bound
+    # methods compare by instance), so the TrainState tree structure, and every compiled step, is reused.
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}))
+
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  return jax.jit(init, out_shardings=jax.tree.map(lambda _: parallel.replicated(mesh), abstract))
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                        example_shape: tuple[int, ...], mesh: Mesh) -> TrainState:
-  """Initialises the state directly in its (replicated) sharding: no host copy of the params."""
-
-  def init(rng):
-    variables = model.init({"params": rng, "dropout": rng}, jnp.zeros((1, *example_shape), jnp.float32))
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables.get("batch_stats", {}))
-
-  abstract = jax.eval_shape(init, rng)
-  shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
-  return jax.jit(init, out_shardings=shardings)(rng)
+  """Initialises params and optimizer state directly in their replicated sharding (no host copy)."""
+  return _jitted_init(model, tx, tuple(example_shape), mesh)(rng)
 
 
 def _forward(state: TrainState, params: Any, x: jax.Array, train: bool, rng: jax.Array | None = None):
@@ -160,8 +174,12 @@ def _check_finite(records: list[dict], first_step: int, ckpt: checkpoint.Checkpo
 
 def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, workdir: str, seed: int,
         mesh: Mesh | None = None) -> tuple[TrainState, dict]:
-  """Trains `model` on `dataset` for `config.steps`, resuming from `workdir`; returns (state, summary)."""
+  """Trains `model` on `dataset` for `config.steps`, resuming from `workdir`; returns (state, summary).
+
+  A finished run (summary.json present) is restored from its final checkpoint, not re-trained.
+  """
   mesh = mesh or parallel.make_mesh()
+  summary_path = os.path.join(workdir, "summary.json")
   parallel.check_batch_size(config.batch_size, mesh)
   os.makedirs(workdir, exist_ok=True)
   init_rng, step_rng = jax.random.split(jax.random.key(seed))
@@ -169,6 +187,9 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   state = ckpt.restore_latest(state)
   start = int(state.step)
+  if os.path.exists(summary_path) and start == config.steps:
+    ckpt.close()
+    return state, reporting.read_json(summary_path)
   train_fn, _ = compiled_steps(mesh)
   writer = MetricWriter(workdir, resume_step=start, tensorboard=config.tensorboard)
   block = parallel.needs_blocking(mesh)
@@ -209,4 +230,5 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
   summary = {"steps": config.steps, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
              "test_loss": test["loss"], "test_accuracy": test["accuracy"],
              "params": analysis.count_params(state.params)}
+  reporting.write_json(summary_path, summary)
   return state, summary
