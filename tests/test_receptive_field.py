@@ -24,7 +24,7 @@ layer = st.builds(Layer, kernel=st.integers(1, 4), stride=st.integers(1, 2), dil
                   padding=st.integers(0, 1))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.lists(layer, min_size=1, max_size=3))
 def test_gradient_support_is_the_analytic_field(layers):
   last = rfl.analytic(layers)[-1]
