@@ -17,6 +17,27 @@ def fail(message: str) -> int:
   return 2
 
 
+def check_config_keys(argv: list[str], config) -> None:
+  """Rejects `--config.KEY=...` for a KEY the experiment's config does not declare (with a suggestion)."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  from cnnlab.errors import UserError  # pylint: disable=g-import-not-at-top
+
+  def paths(c, prefix=""):
+    for k, v in c.items():
+      yield f"{prefix}{k}"
+      if hasattr(v, "items"):
+        yield from paths(v, f"{prefix}{k}.")
+
+  known = set(paths(config))
+  for arg in argv[1:]:
+    if arg.startswith("--config."):
+      key = arg[len("--config."):].split("=", 1)[0]
+      if key not in known:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean --config.{close[0]}?" if close else "; see --list and the experiment's get_config()"
+        raise UserError(f"unknown config field {key!r} for experiment {FLAGS.exp!r}{hint}")
+
+
 def main(argv: list[str]) -> int:
   import experiments  # pylint: disable=g-import-not-at-top
   from cnnlab import runner  # pylint: disable=g-import-not-at-top
@@ -31,10 +52,12 @@ def main(argv: list[str]) -> int:
     if not FLAGS.exp:
       return fail("give an experiment with --exp=NAME (see --list)")
     module = experiments.get(FLAGS.exp)
-    config_flags.DEFINE_config_dict("config", module.get_config(quick=FLAGS.quick), lock_config=True)
+    config = module.get_config(quick=FLAGS.quick)
+    check_config_keys(argv, config)
+    config_flags.DEFINE_config_dict("config", config, lock_config=True)
     FLAGS(argv)
-  except flags.Error as e:
-    return fail(str(e).splitlines()[0])
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    return fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
   except UserError as e:
     return fail(str(e))
 

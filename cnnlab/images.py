@@ -49,8 +49,8 @@ def load(name: str, size: int, crop: float = 1.0) -> np.ndarray:
 
 
 def add_gaussian_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-  """`img` + N(0, sigma^2) noise (not clipped, as in the paper's sigma = 25/255 benchmark)."""
-  return (img + rng.normal(0.0, sigma, img.shape)).astype(np.float32)
+  """`img` + N(0, sigma^2) noise, clipped to [0, 1] as in the paper's code."""
+  return np.clip(img + rng.normal(0.0, sigma, img.shape), 0.0, 1.0).astype(np.float32)
 
 
 def drop_pixels(img: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

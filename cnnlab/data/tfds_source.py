@@ -5,8 +5,11 @@ on CPU (see shared notes). A dataset neither prepared in `data_dir` nor download
 error sentence, never a traceback or a minutes-long retry loop.
 """
 
+import contextlib
 import os
 import socket
+
+from absl import logging
 
 import numpy as np
 
@@ -39,18 +42,31 @@ def _read_split(source, image_key: str, label_key: str, chunk: int = 4096) -> tu
   return x.astype(np.float32), np.asarray(ys, np.int32)
 
 
+@contextlib.contextmanager
+def _quiet():
+  """Silences TFDS's absl warnings (e.g. 'Variant folder ... has no dataset_info.json' for absent data)."""
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
+
+
 def load(name: str, data_dir: str, download: bool, test_fraction: float, split_seed: int) -> Dataset:
   """Loads TFDS dataset `name` (prepared in `data_dir`, or downloaded and prepared there if allowed)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_dir = data_dir or None
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    with _quiet():
+      builder = tfds.builder(name, data_dir=data_dir)
+      prepared = builder.is_prepared()
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(f"'{name}' is not in the TFDS catalog; see https://www.tensorflow.org/datasets/catalog") from None
   where = os.path.dirname(os.path.dirname(builder.data_dir))
   prepare_hint = (f"prepare it where there is network with `tfds build {name} --data_dir=DIR "
                   f"--file_format=array_record` and pass --config.data.data_dir=DIR")
-  if not builder.is_prepared():
+  if not prepared:
     if not download:
       raise UserError(f"TFDS dataset '{name}' is not prepared in {where} and data.download is False; {prepare_hint}")
     if not _online():

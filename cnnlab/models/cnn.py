@@ -34,8 +34,9 @@ class CNN(nn.Module):
     del train
     d = layers.spatial_dims(x)
     for i, width in enumerate(self.features):
-      if any(s < self.kernel_size for s in x.shape[1:-1]) and self.padding == "VALID":
-        raise UserError(f"kernel {self.kernel_size} is larger than the {x.shape[1:-1]} feature map of stage {i}")
+      if any(s < self.kernel_size for s in x.shape[1:-1]):
+        raise UserError(f"kernel size {self.kernel_size} is larger than the {'x'.join(map(str, x.shape[1:-1]))} "
+                        f"input of conv stage {i}; use a smaller kernel or fewer stages")
       x = self.conv(width, (self.kernel_size,) * d, strides=(self.strides,) * d, padding=self.padding,
                     name=f"conv{i}")(x)
       x = layers.activation(self.act)(x)

@@ -1,0 +1,97 @@
+"""Model contracts: output shapes, parameter counts (stored for every registered model), layer equivalences."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnnlab import analysis, layers, models
+from cnnlab.errors import UserError
+
+# Parameter count of every registered model with its defaults, at the input shape it is built for.
+EXPECTED_PARAMS = {
+    "mlp": ((28, 28, 1), 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10),
+    "cnn": ((28, 28, 1), (9 * 1 * 16 + 16) + (9 * 16 * 32 + 32) + (7 * 7 * 32 * 10 + 10)),
+    "lcn": ((28, 28, 1), (28 * 28 * (9 * 1 * 16 + 16)) + (14 * 14 * (9 * 16 * 32 + 32)) + (7 * 7 * 32 * 10 + 10)),
+    "lenet5": ((32, 32, 1), 60_840),
+}
+
+
+def test_every_registered_model_has_a_stored_count():
+  assert set(models.MODELS.names()) <= set(EXPECTED_PARAMS), "add new models to EXPECTED_PARAMS"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_param_count_and_output_shape(name):
+  if name not in models.MODELS:
+    pytest.skip(f"{name} not registered")
+  shape, expected = EXPECTED_PARAMS[name]
+  model = models.create(name)
+  assert sum(r["params"] for r in analysis.param_table(model, (1, *shape))) == expected
+  out = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0],
+                       jax.ShapeDtypeStruct((2, *shape), jnp.float32))
+  assert out.shape[0] == 2
+
+
+def test_lenet5_is_the_papers_60k_parameters():
+  rows = {r["layer"]: r["params"] for r in analysis.param_table(models.create("lenet5"), (1, 32, 32, 1))}
+  # LeCun et al. 1998: C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164, output 84 x 10.
+  assert rows == {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 10164, "RBF": 840}
+  assert abs(sum(rows.values()) - 60_000) / 60_000 < 0.02
+  acts = {r["layer"]: r["shape"] for r in analysis.activation_table(models.create("lenet5"), (1, 32, 32, 1))}
+  assert acts["C1"] == (28, 28, 6) and acts["S2"] == (14, 14, 6) and acts["C3"] == (10, 10, 16)
+  assert acts["S4"] == (5, 5, 16) and acts["C5"] == (1, 1, 120) and acts["F6"] == (84,)
+
+
+def test_lcn_has_more_params_than_cnn_with_same_shapes():
+  cnn, lcn = models.create("cnn"), models.create("lcn")
+  c_rows, l_rows = analysis.activation_table(cnn, (1, 28, 28, 1)), analysis.activation_table(lcn, (1, 28, 28, 1))
+  assert c_rows == l_rows  # same layers, same activation shapes
+  assert analysis.count_params(analysis.abstract_variables(lcn, (1, 28, 28, 1))["params"]) > \
+      analysis.count_params(analysis.abstract_variables(cnn, (1, 28, 28, 1))["params"])
+
+
+def test_cnn_works_on_1d_signals():
+  model = models.create("cnn", features=(4, 8))
+  x = jnp.ones((3, 40, 1))
+  y, _ = model.init_with_output(jax.random.key(0), x)
+  assert y.shape == (3, 10)
+
+
+def test_kernel_larger_than_input_is_a_user_error():
+  with pytest.raises(UserError, match="larger than"):
+    models.create("cnn", kernel_size=9).init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
+
+
+@pytest.mark.parametrize("shape,kw", [
+    ((2, 9, 11, 3), dict(features=4, kernel_size=(3, 3))),
+    ((2, 9, 11, 3), dict(features=4, kernel_size=(3, 2), strides=2, padding="VALID")),
+    ((2, 12, 5), dict(features=3, kernel_size=(5,), strides=2, padding=1)),
+    ((2, 10, 10, 2), dict(features=2, kernel_size=(3, 3), kernel_dilation=2)),
+])
+def test_fast_conv_local_equals_flax(shape, kw):
+  x = jax.random.normal(jax.random.key(1), shape)
+  ref, fast = nn.ConvLocal(**kw), layers.ConvLocal(**kw)
+  params = ref.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, fast.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, params)
+  np.testing.assert_allclose(fast.apply(params, x), ref.apply(params, x), atol=1e-5)
+  g_ref = jax.grad(lambda p: jnp.sum(ref.apply(p, x) ** 2))(params)
+  g_fast = jax.grad(lambda p: jnp.sum(fast.apply(p, x) ** 2))(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g_fast, g_ref)
+
+
+@pytest.mark.parametrize("kind,ref", [("max", nn.max_pool), ("avg", nn.avg_pool)])
+@pytest.mark.parametrize("shape", [(2, 9, 7, 3), (2, 8, 8, 1), (3, 11, 2)])
+def test_pooling_equals_flax(kind, ref, shape):
+  x = jax.random.normal(jax.random.key(2), shape)
+  win = (2,) * (len(shape) - 2)
+  np.testing.assert_allclose(layers.pool(x, kind), ref(x, win, win), atol=1e-6)
+  g = jax.grad(lambda x: jnp.sum(layers.pool(x, kind) ** 2))(x)
+  g_ref = jax.grad(lambda x: jnp.sum(ref(x, win, win) ** 2))(x)
+  np.testing.assert_allclose(g, g_ref, atol=1e-6)
+
+
+def test_global_average_pool():
+  x = jax.random.normal(jax.random.key(3), (2, 5, 6, 4))
+  np.testing.assert_allclose(layers.global_avg_pool(x), np.asarray(x).mean(axis=(1, 2)), atol=1e-6)

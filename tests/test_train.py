@@ -1,0 +1,83 @@
+"""Training: golden first-step loss, determinism, exact resume, divergence handling."""
+
+import jax
+import numpy as np
+import pytest
+
+from cnnlab import checkpoint, models, train
+from cnnlab.errors import TrainingDiverged
+from cnnlab.metric_writer import read_metrics
+
+# Loss of the first train step of MLP(16) on digits, seed 0, batch 32 (JAX 0.10, CPU). If a JAX
+# release changes the init RNG this moves: recompute it then, knowingly.
+GOLDEN_FIRST_LOSS = 2.4005231857299805
+
+
+def mlp():
+  return models.create("mlp", hidden=(16,))
+
+
+def params_of(state):
+  return jax.tree.map(np.asarray, jax.device_get(state.params))
+
+
+def assert_trees_equal(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_golden_first_step_loss(digits, tiny_train_config, tmp_path):
+  tiny_train_config.log_every = 1
+  train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
+  first = read_metrics(str(tmp_path))[0]
+  assert first["step"] == 1
+  np.testing.assert_allclose(first["train_loss"], GOLDEN_FIRST_LOSS, rtol=1e-5)
+
+
+def test_same_seed_same_metrics_and_params(digits, tiny_train_config, tmp_path):
+  s1, sum1 = train.fit(tiny_train_config, mlp(), digits, str(tmp_path / "a"), seed=7)
+  s2, sum2 = train.fit(tiny_train_config, mlp(), digits, str(tmp_path / "b"), seed=7)
+  assert read_metrics(str(tmp_path / "a")) == read_metrics(str(tmp_path / "b"))
+  assert sum1 == sum2
+  assert_trees_equal(params_of(s1), params_of(s2))
+  s3, _ = train.fit(tiny_train_config, mlp(), digits, str(tmp_path / "c"), seed=8)
+  assert not np.array_equal(params_of(s3)["head"]["kernel"], params_of(s1)["head"]["kernel"])
+
+
+def test_resume_gives_identical_params(digits, tiny_train_config, tmp_path):
+  full, _ = train.fit(tiny_train_config, mlp(), digits, str(tmp_path / "full"), seed=0)
+  half = tiny_train_config.copy_and_resolve_references()
+  half.steps = tiny_train_config.steps // 2  # "interrupted" after a checkpoint at the half-way step
+  train.fit(half, mlp(), digits, str(tmp_path / "resumed"), seed=0)
+  assert checkpoint.Checkpointer(str(tmp_path / "resumed" / "checkpoints")).latest_step() == half.steps
+  resumed, _ = train.fit(tiny_train_config, mlp(), digits, str(tmp_path / "resumed"), seed=0)
+  assert int(resumed.step) == tiny_train_config.steps
+  assert_trees_equal(params_of(resumed), params_of(full))
+  loss = lambda d: [(r["step"], r["train_loss"]) for r in read_metrics(str(d)) if "train_loss" in r]
+  assert loss(tmp_path / "resumed") == loss(tmp_path / "full")
+
+
+def test_finished_run_is_not_retrained(digits, tiny_train_config, tmp_path):
+  s1, sum1 = train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
+  n_lines = len(read_metrics(str(tmp_path)))
+  s2, sum2 = train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
+  assert sum2 == sum1 and len(read_metrics(str(tmp_path))) == n_lines
+  assert_trees_equal(params_of(s1), params_of(s2))
+
+
+def test_divergence_stops_with_step_and_keeps_last_good_checkpoint(digits, tiny_train_config, tmp_path):
+  cfg = tiny_train_config
+  cfg.optimizer, cfg.learning_rate, cfg.checkpoint_every, cfg.log_every = "sgd", 1e30, 1, 1
+  with pytest.raises(TrainingDiverged, match=r"diverged at step 2 .*checkpoint \(step 1\) is kept"):
+    train.fit(cfg, mlp(), digits, str(tmp_path), seed=0)
+  assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).latest_step() == 1
+
+
+def test_batch_not_divisible_by_devices_is_a_user_error(digits, tiny_train_config, tmp_path):
+  from cnnlab import parallel
+  from cnnlab.errors import UserError
+  mesh = parallel.make_mesh()
+  if mesh.size == 1:
+    pytest.skip("needs several devices")
+  tiny_train_config.batch_size = mesh.size + 1
+  with pytest.raises(UserError):
+    train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
