@@ -76,7 +76,8 @@ def linear_stack(layers: Sequence[Layer]) -> Callable[[jax.Array], jax.Array]:
 
 def gradient_map(fn: Callable[[jax.Array], jax.Array], x: jax.Array, index: tuple[int, int]) -> np.ndarray:
   """|d (sum over channels and batch of fn(x)[:, row, col, :]) / dx|, summed over the batch and channels: (H, W)."""
-  grad = jax.grad(lambda x: fn(x)[:, index[0], index[1], :].sum())(x)
+  # One jit: XLA compiles the whole backward pass once instead of op by op.
+  grad = jax.jit(jax.grad(lambda x: fn(x)[:, index[0], index[1], :].sum()))(x)
   return np.asarray(jnp.abs(grad).sum(axis=(0, -1)))
 
 

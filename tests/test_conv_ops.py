@@ -36,7 +36,7 @@ conv_lax = jax.jit(conv_ops.conv_lax, static_argnames=STATIC)
 conv_im2col = jax.jit(conv_ops.conv_im2col, static_argnames=STATIC)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(conv_case(), st.integers(0, 2**16))
 def test_three_convolutions_agree(case, seed):
   x_shape, w_shape, kwargs = case
