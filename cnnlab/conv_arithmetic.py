@@ -105,10 +105,8 @@ def conv_transpose_output_size(i: int, k: int, s: int = 1, p: int = 0, a: int = 
 
 
 def conv_transpose_padding(k: int, p: int = 0, a: int = 0, d: int = 1) -> tuple[int, int]:
-  """The (lo, hi) padding of `lax.conv_transpose` (and `nn.ConvTranspose`) that realises (k, p, a, d).
-
-  A transposed conv is a direct conv over the stride-dilated input padded by k̂ - 1 - p on each side
-  plus a on the high side (Dumoulin & Visin, relation 14); negative pads crop.
-  """
+  """The (lo, hi) padding of `lax.conv_transpose` (and `nn.ConvTranspose`) that realises (k, p, a, d)."""
+  # A transposed conv is a direct conv over the stride-dilated input padded by k̂ - 1 - p on each side plus
+  # a on the high side (Dumoulin & Visin, relation 14); negative pads crop.
   kk = effective_kernel_size(k, d)
   return kk - 1 - p, kk - 1 - p + a

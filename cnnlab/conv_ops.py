@@ -40,7 +40,8 @@ def _geometry(x_shape, w_shape, window_strides, padding, lhs_dilation, rhs_dilat
   """Validated strides, dilations and explicit (lo, hi) pads, as `lax.conv_general_dilated` reads them."""
   n = len(x_shape) - 2
   if len(w_shape) != n + 2:
-    raise GeometryError(f"input {tuple(x_shape)} has {n} spatial axes but kernel {tuple(w_shape)} has {len(w_shape) - 2}")
+    raise GeometryError(f"input {tuple(x_shape)} has {n} spatial axes but kernel {tuple(w_shape)} has "
+                        f"{len(w_shape) - 2}")
   strides = tuple(window_strides or (1,) * n)
   lhs_d = tuple(lhs_dilation or (1,) * n)
   rhs_d = tuple(rhs_dilation or (1,) * n)

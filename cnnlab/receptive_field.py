@@ -60,11 +60,9 @@ def unit_field(layers: Sequence[Layer], index: int) -> tuple[int, int]:
 
 
 def linear_stack(layers: Sequence[Layer]) -> Callable[[jax.Array], jax.Array]:
-  """The stack's geometry as a 1-channel linear net of all-ones kernels on (N, H, W, 1) inputs.
-
-  Every weight is positive and there is no non-linearity, so no two paths cancel and the gradient of an
-  output unit is non-zero exactly on its receptive field (with max-pooling or ReLUs it can be sparser).
-  """
+  """The stack's geometry as a 1-channel linear net of all-ones kernels on (N, H, W, 1) inputs."""
+  # Every weight is positive and there is no non-linearity, so no two paths cancel and the gradient of an
+  # output unit is non-zero exactly on its receptive field (with max-pooling or ReLUs it can be sparser).
   def fn(x):
     for layer in layers:
       w = jnp.ones((layer.kernel, layer.kernel, 1, 1), x.dtype)
@@ -90,10 +88,8 @@ def nonzero_extent(grad: np.ndarray) -> list[tuple[int, int]]:
 
 
 def empirical(layers: Sequence[Layer], margin_units: int = 2, size: int | None = None) -> dict:
-  """Measured vs predicted field of the centre unit of the last layer.
-
-  The input (default: big enough for `margin_units` units either side of the field) is all ones.
-  """
+  """Measured vs predicted field of the last layer's centre unit, on an all-ones input of side `size`."""
+  # The default size leaves room for `margin_units` output units either side of the field.
   last = analytic(layers)[-1]
   size = size or last["rf"] + 2 * margin_units * last["jump"]
   centre = output_size(layers, size) // 2
@@ -144,4 +140,5 @@ class ConvStack(nn.Module):
     return x
 
   def layers(self) -> list[Layer]:
+    """The stack's geometry, for `analytic` and `empirical`."""
     return [Layer(self.kernel, dilation=d, name=f"conv{i}") for i, d in enumerate(self.dilations)]

@@ -23,6 +23,7 @@ from cnnlab.errors import UserError
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+  """The standard config; `quick` shrinks it for smoke tests."""
   c = ml_collections.ConfigDict()
   c.images = "camera,astronaut,coffee"  # skimage.data photos (bundled with scikit-image, no download)
   c.crop = 0                 # square centre crop of each photo (0 = whole photo)
@@ -129,11 +130,13 @@ def _grid_lines(step_rows: np.ndarray) -> np.ndarray:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the experiment, writes results.json, results.md (and figures) to `workdir`, returns the results."""
   rng = np.random.default_rng(config.seed)
   names = [n.strip() for n in config.images.split(",") if n.strip()]
+  photos_in = {name: load_gray(name, config.crop) for name in names}  # Fails early on an unknown name.
   photos, figs = {}, {}
   for name in names:
-    img = load_gray(name, config.crop)
+    img = photos_in[name]
     dn = denoise(img, config, rng)
     rows, maps = agreement(img, config)
     photos[name] = {"shape": img.shape, "psnr_noisy": dn["psnr_noisy"], "psnr": dn["psnr"],

@@ -25,6 +25,7 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+  """The standard config; `quick` shrinks it for smoke tests."""
   c = ml_collections.ConfigDict()
   c.max_input = 12      # input sizes i = 1..max_input
   c.max_kernel = 5      # kernel sizes k = 1..max_kernel
@@ -65,7 +66,9 @@ def relation(k: int, s: int, p: int, d: int) -> str:
   if d > 1:
     return "15: dilated, o = floor((i + 2p - k̂)/s) + 1"
   if s > 1:
-    return "5: strided, no padding, o = floor((i - k)/s) + 1" if p == 0 else "6: strided and padded, o = floor((i + 2p - k)/s) + 1"
+    if p == 0:
+      return "5: strided, no padding, o = floor((i - k)/s) + 1"
+    return "6: strided and padded, o = floor((i + 2p - k)/s) + 1"
   if p == 0:
     return "1: no padding, unit stride, o = i - k + 1"
   if k % 2 and p == k // 2:
@@ -162,6 +165,7 @@ def seed_examples() -> list[dict[str, Any]]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the experiment, writes results.json, results.md (and figures) to `workdir`, returns the results."""
   sw = sweep(config)
   checks = [*sw["by_relation"].values(), sw["named_paddings"], sw["transposed"], sw["transpose_of_conv"],
             {"cases": sw["impossible"]["cases"], "agree": sw["impossible"]["lax_empty"]}]

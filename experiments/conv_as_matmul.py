@@ -48,6 +48,7 @@ CASES = {
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+  """The standard config; `quick` shrinks it for smoke tests."""
   c = ml_collections.ConfigDict()
   c.seed = 0                    # random inputs and kernels
   c.timing_layers = "lenet_c1,cifar_3x3,alexnet_conv1,alexnet_conv2_grouped,dilated_3x3_d2"  # keys of LAYERS
@@ -108,16 +109,23 @@ def correlation_vs_convolution(crop: int) -> list[dict[str, Any]]:
       {"ours": "conv_direct (float64)", "scipy": "correlate2d", "max_abs_diff": err(ours, corr)},
       {"ours": "conv_lax (float32)", "scipy": "correlate2d", "max_abs_diff": err(ours_lax, corr)},
       {"ours": "conv_lax (float32)", "scipy": "convolve2d", "max_abs_diff": err(ours_lax, conv)},
-      {"ours": "true_convolution = conv_lax with flipped kernel", "scipy": "convolve2d", "max_abs_diff": err(true, conv)},
+      {"ours": "true_convolution = conv_lax with flipped kernel", "scipy": "convolve2d",
+       "max_abs_diff": err(true, conv)},
   ]
+
+
+def _timing_layers(config: ml_collections.ConfigDict) -> list[str]:
+  names = [n.strip() for n in config.timing_layers.split(",") if n.strip()]
+  for name in names:
+    if name not in LAYERS:
+      raise UserError(f"unknown timing layer {name!r}; known: {', '.join(LAYERS)}")
+  return names
 
 
 def timing(config: ml_collections.ConfigDict, rng: np.random.Generator) -> list[dict[str, Any]]:
   """Median wall time of each implementation on each layer of `config.timing_layers`."""
   rows = []
-  for name in [n.strip() for n in config.timing_layers.split(",") if n.strip()]:
-    if name not in LAYERS:
-      raise UserError(f"unknown timing layer {name!r}; known: {', '.join(LAYERS)}")
+  for name in _timing_layers(config):
     xs, ws, s, p, d, g = LAYERS[name]
     kw = dict(window_strides=s, padding=p, rhs_dilation=d, feature_group_count=g)
     x = rng.standard_normal((config.batch, *xs)).astype(np.float32)
@@ -139,6 +147,8 @@ def timing(config: ml_collections.ConfigDict, rng: np.random.Generator) -> list[
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the experiment, writes results.json, results.md (and figures) to `workdir`, returns the results."""
+  _timing_layers(config)  # Fail on a bad name before the slow parts.
   rng = np.random.default_rng(config.seed)
   results = {"agreement": agreement(rng), "dot_product": dot_product_check(rng),
              "correlation": correlation_vs_convolution(config.image_crop), "timing": timing(config, rng),

@@ -20,6 +20,7 @@ from cnnlab import analysis, flops, models, reporting
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+  """The standard config; `quick` shrinks it for smoke tests."""
   c = ml_collections.ConfigDict()
   c.alexnet_input = 227       # AlexNet input side (227 is what the 11x11/4 conv1 arithmetic needs)
   c.lenet_input = 32          # LeNet-5 input side
@@ -83,6 +84,7 @@ def _sum(rows, key):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the experiment, writes results.json, results.md (and figures) to `workdir`, returns the results."""
   tol = config.about_tolerance
   claims = []
 

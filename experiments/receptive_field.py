@@ -26,6 +26,7 @@ from cnnlab.receptive_field import Layer
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+  """The standard config; `quick` shrinks it for smoke tests."""
   c = ml_collections.ConfigDict()
   c.stacks = "alexnet,vgg16,cnn"  # geometries whose per-layer field is computed and measured
   c.seed = 0                   # initialisation and batch order of the trained CNN
@@ -51,12 +52,14 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
 
 
 def alexnet_geometry() -> list[Layer]:
+  """conv1..pool5 of Krizhevsky et al. 2012."""
   return [Layer(11, 4, name="conv1"), Layer(3, 2, kind="pool", name="pool1"), Layer(5, padding=2, name="conv2"),
           Layer(3, 2, kind="pool", name="pool2"), Layer(3, padding=1, name="conv3"),
           Layer(3, padding=1, name="conv4"), Layer(3, padding=1, name="conv5"), Layer(3, 2, kind="pool", name="pool5")]
 
 
 def vgg16_geometry() -> list[Layer]:
+  """conv1_1..pool5 of VGG-16 (Simonyan & Zisserman 2015)."""
   layers = []
   for block, n in enumerate((2, 2, 3, 3, 3), start=1):
     layers += [Layer(3, padding=1, name=f"conv{block}_{i + 1}") for i in range(n)]
@@ -157,6 +160,7 @@ def erf_verdict(stats: dict[str, dict]) -> str:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the experiment, writes results.json, results.md (and figures) to `workdir`, returns the results."""
   features = tuple(int(v) for v in config.features.split(","))
   known = {"alexnet": ("AlexNet (conv1..pool5)", alexnet_geometry),
            "vgg16": ("VGG-16 (conv1_1..pool5)", vgg16_geometry),
@@ -226,7 +230,8 @@ def _markdown(results: dict, config: ml_collections.ConfigDict) -> str:
          f"({e['field_on_input_area']} pixels on the input). Trained {su['steps']} steps: test accuracy "
          f"{su['test_accuracy']:.3f}.\n",
          reporting.markdown_table(
-             ["network", f"pixels holding {config.erf_fraction:.0%} of the gradient mass", "fraction of theoretical field",
+             ["network", f"pixels holding {config.erf_fraction:.0%} of the gradient mass",
+              "fraction of theoretical field",
               f"radius holding {config.erf_fraction:.0%}", "gradient support inside the field"],
              [[k, s["mass_area"], s["mass_area_fraction"], s["mass_radius"], "yes" if s["support_inside_field"]
                else "NO"] for k, s in st.items()]),
