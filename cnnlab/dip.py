@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
 from flax.training import train_state
 
 from cnnlab import image_metrics
@@ -29,13 +28,20 @@ class DipState(train_state.TrainState):
   ema: jax.Array          # exponential moving average of the outputs (the paper's smoothing variant)
   best_out: jax.Array     # output at the highest PSNR to the clean image so far: oracle, never optimised on
   best_psnr: jax.Array
-  reg_noise_std: float = struct.field(pytree_node=False, default=0.0)
-  ema_decay: float = struct.field(pytree_node=False, default=0.99)
+  # Leaves, not static fields, so that every fit of one model and image size shares one compiled step.
+  reg_noise_std: jax.Array
+  ema_decay: jax.Array
 
 
 def input_code(rng: jax.Array, size: int, channels: int, scale: float = 0.1) -> jax.Array:
   """The fixed network input z: U(0, scale) noise of shape (1, size, size, channels), as in the paper."""
   return scale * jax.random.uniform(rng, (1, size, size, channels))
+
+
+@functools.lru_cache(maxsize=None)
+def _static(model: nn.Module, learning_rate: float) -> tuple[Any, optax.GradientTransformation]:
+  # Equal models and rates must give the same (identical) apply_fn and tx, or jit would recompile the step.
+  return model.apply, optax.adam(learning_rate)
 
 
 def create_state(model: nn.Module, z: jax.Array, rng: jax.Array, learning_rate: float,
@@ -44,10 +50,11 @@ def create_state(model: nn.Module, z: jax.Array, rng: jax.Array, learning_rate: 
   params = model.init(rng, z)["params"]
   out = jax.eval_shape(lambda p: model.apply({"params": p}, z), params)
   # Separate buffers: `dip_step` donates the state, and one buffer cannot be donated twice.
-  return DipState.create(apply_fn=model.apply, params=params, tx=optax.adam(learning_rate),
+  apply_fn, tx = _static(model, learning_rate)
+  return DipState.create(apply_fn=apply_fn, params=params, tx=tx,
                          ema=jnp.zeros(out.shape, out.dtype), best_out=jnp.zeros(out.shape, out.dtype),
-                         best_psnr=jnp.array(-jnp.inf), reg_noise_std=reg_noise_std,
-                         ema_decay=ema_decay)
+                         best_psnr=jnp.array(-jnp.inf),
+                         reg_noise_std=jnp.float32(reg_noise_std), ema_decay=jnp.float32(ema_decay))
 
 
 def masked_mse(out: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
@@ -59,9 +66,8 @@ def masked_mse(out: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, donate_argnums=0)
 def dip_step(state: DipState, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[DipState, dict]:
   """One Adam step on the masked MSE to `batch['target']`; metrics include PSNR to `batch['clean']`."""
-  z = batch["z"]
-  if state.reg_noise_std:  # The paper perturbs the code afresh at every step; fold_in makes it replayable.
-    z = z + state.reg_noise_std * jax.random.normal(jax.random.fold_in(rng, state.step), z.shape)
+  # The paper perturbs the code afresh at every step; fold_in(rng, step) makes a resumed fit replay it.
+  z = batch["z"] + state.reg_noise_std * jax.random.normal(jax.random.fold_in(rng, state.step), batch["z"].shape)
 
   def loss_fn(params):
     out = state.apply_fn({"params": params}, z)
@@ -129,7 +135,3 @@ def steps_to_reach(loss_curve: np.ndarray, threshold: float) -> int | None:
   """First step (1-based count of steps taken) whose loss is <= `threshold`; None if never reached."""
   hit = np.nonzero(np.asarray(loss_curve) <= threshold)[0]
   return int(hit[0]) + 1 if hit.size else None
-
-
-def tree_stack(trees: list[Any]) -> Any:
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)

@@ -1,5 +1,6 @@
 """Layers shared by the models: pooling by name, global average pooling, flatten."""
 
+import functools
 from typing import Callable
 
 import flax.linen as nn
@@ -118,3 +119,42 @@ def _tuple(v, d: int) -> tuple[int, ...]:
   if v is None:
     return (1,) * d
   return (v,) * d if isinstance(v, int) else tuple(v)
+
+
+# Below this many input channels, convolution as shifted slices + one matmul beats XLA:CPU's conv
+# (measured, batch 64, 3x3 SAME, forward+backward: 28x28x1->16 lax 35.9 ms vs 9.6 ms sliced;
+# 14x14x16->32 lax 13.5 ms vs 20.8 ms sliced). Results are identical up to float rounding.
+SLICED_CONV_MAX_IN_CHANNELS = 3
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+                         preferred_element_type=None):
+  """`lax.conv_general_dilated` for flax's channels-last layout, as slices + matmul when that is faster on CPU."""
+  d = lhs.ndim - 2
+  channels_last = (dimension_numbers is not None and tuple(dimension_numbers.lhs_spec) == (0, d + 1, *range(1, d + 1))
+                   and tuple(dimension_numbers.rhs_spec) == (d + 1, d, *range(d)))
+  simple = (channels_last and feature_group_count == 1 and batch_group_count == 1
+            and (lhs_dilation is None or all(v == 1 for v in lhs_dilation))
+            and lhs.shape[-1] <= SLICED_CONV_MAX_IN_CHANNELS and jax.default_backend() == "cpu")
+  if not simple:
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, batch_group_count, precision,
+                                        preferred_element_type)
+  kernel_size = rhs.shape[:d]
+  strides = _tuple(window_strides, d)
+  dilation = _tuple(rhs_dilation, d)
+  eff = [(k - 1) * r + 1 for k, r in zip(kernel_size, dilation)]
+  pads = jax.lax.padtype_to_pads(lhs.shape[1:-1], eff, strides, padding) if isinstance(padding, str) else padding
+  x = jnp.pad(lhs, [(0, 0), *pads, (0, 0)])
+  out = [(x.shape[1 + i] - eff[i]) // strides[i] + 1 for i in range(d)]
+  slices = []
+  for offset in np.ndindex(*kernel_size):
+    idx = tuple(slice(o * r, o * r + (n - 1) * s + 1, s) for o, r, n, s in zip(offset, dilation, out, strides))
+    slices.append(x[(slice(None), *idx)])
+  patches = jnp.concatenate(slices, axis=-1)  # features ordered (*window, channel), as HWIO flattens
+  return jnp.einsum("n...k,ko->n...o", patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision,
+                    preferred_element_type=preferred_element_type)
+
+
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)

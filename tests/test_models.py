@@ -95,3 +95,20 @@ def test_pooling_equals_flax(kind, ref, shape):
 def test_global_average_pool():
   x = jax.random.normal(jax.random.key(3), (2, 5, 6, 4))
   np.testing.assert_allclose(layers.global_avg_pool(x), np.asarray(x).mean(axis=(1, 2)), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,kw", [
+    ((2, 9, 11, 1), dict(features=4, kernel_size=(3, 3))),
+    ((2, 9, 11, 3), dict(features=4, kernel_size=(3, 2), strides=2, padding="VALID")),
+    ((2, 12, 1), dict(features=3, kernel_size=(5,), strides=2, padding=1)),
+    ((2, 10, 10, 2), dict(features=2, kernel_size=(3, 3), kernel_dilation=2)),
+    ((2, 10, 10, 8), dict(features=2, kernel_size=(3, 3))),  # above the threshold: plain lax path
+])
+def test_fast_conv_equals_flax(shape, kw):
+  x = jax.random.normal(jax.random.key(1), shape)
+  ref, fast = nn.Conv(**kw), layers.Conv(**kw)
+  params = ref.init(jax.random.key(0), x)
+  np.testing.assert_allclose(fast.apply(params, x), ref.apply(params, x), atol=1e-5)
+  g_ref = jax.grad(lambda p: jnp.sum(ref.apply(p, x) ** 2))(params)
+  g_fast = jax.grad(lambda p: jnp.sum(fast.apply(p, x) ** 2))(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g_fast, g_ref)

@@ -27,7 +27,7 @@ class CNN(nn.Module):
   hidden: Sequence[int] = ()  # dense widths between the conv stack and the classifier
   num_classes: int = 10
   act: str = "relu"
-  conv: Any = nn.Conv       # nn.Conv (shared weights) or a locally-connected nn.ConvLocal (unshared)
+  conv: Any = layers.Conv   # nn.Conv (shared weights; layers.Conv is it with a CPU fast path) or ConvLocal (unshared)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
