@@ -32,9 +32,15 @@ class BatchStatNorm(nn.Module):
 
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
   """Reflection padding of the two spatial dims of (B, H, W, C)."""
-  if pad == 0:
-    return x
-  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+  # Slices + concat: jnp.pad(mode="reflect") here made the step ~2x slower and compile ~2.5x longer on CPU.
+  for axis in (1, 2):
+    n = x.shape[axis]
+    if pad >= n:
+      raise UserError(f"reflection padding {pad} needs feature maps larger than {n}")
+    before = jax.lax.rev(jax.lax.slice_in_dim(x, 1, pad + 1, axis=axis), (axis,))
+    after = jax.lax.rev(jax.lax.slice_in_dim(x, n - pad - 1, n - 1, axis=axis), (axis,))
+    x = jnp.concatenate([before, x, after], axis=axis)
+  return x
 
 
 class ConvBlock(nn.Module):
