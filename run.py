@@ -75,4 +75,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv))
+  try:
+    sys.exit(main(sys.argv))
+  except BrokenPipeError:  # e.g. `python run.py --list | head`
+    sys.exit(0)

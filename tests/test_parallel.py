@@ -7,6 +7,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
 from cnnlab import data, models, train
 
@@ -34,6 +35,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="compares simulated CPU devices with this CPU process")
 def test_eight_devices_match_one(digits, tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   out = tmp_path / "multi.npz"
