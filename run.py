@@ -41,7 +41,7 @@ def check_config_keys(argv: list[str], config) -> None:
 def main(argv: list[str]) -> int:
   import experiments  # pylint: disable=g-import-not-at-top
   from cnnlab import runner  # pylint: disable=g-import-not-at-top
-  from cnnlab.errors import UserError  # pylint: disable=g-import-not-at-top
+  from cnnlab.errors import Preempted, TrainingDiverged, UserError  # pylint: disable=g-import-not-at-top
 
   try:
     FLAGS(argv, known_only=True)  # First pass: learn --exp so that its config can be declared.
@@ -64,12 +64,20 @@ def main(argv: list[str]) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   workdir = FLAGS.workdir or runner.default_workdir(FLAGS.exp)
   print(f"cnnlab: {FLAGS.exp} on {jax.device_count()} device(s) {jax.devices()}; workdir {workdir}")
+  resume = " ".join(["python", *argv] + ([] if FLAGS.workdir else [f"--workdir={workdir}"]))
   try:
     runner.run_experiment(module, FLAGS.config, workdir)
   except UserError as e:
     return fail(str(e))
+  except TrainingDiverged as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except Preempted as e:
+    print(f"Stopped by signal {e.signum} at step {e.step} ({e.workdir}); checkpoint saved. Resume with: {resume}",
+          file=sys.stderr)
+    return 128 + e.signum
   except KeyboardInterrupt:
-    print(f"\nInterrupted. Run the same command with --workdir={workdir} to resume.", file=sys.stderr)
+    print(f"\nInterrupted. Resume from the last checkpoint with: {resume}", file=sys.stderr)
     return 130
   return 0
 

@@ -1,32 +1,68 @@
-"""Checkpoints with orbax's CheckpointManager: periodic + final, keep the last few, resume the latest."""
+"""Checkpoints with orbax's CheckpointManager: periodic + final, keep the last few, resume the latest good one.
+
+Each checkpoint stores the train state and a fingerprint of it (per-leaf sums). On restore the
+fingerprint is recomputed, so a truncated or bit-flipped checkpoint is detected rather than
+trained on: it is moved aside with a one-line warning and the previous one is used.
+"""
 
 import os
+import shutil
+import sys
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+
+def fingerprint(state: Any) -> list[float]:
+  """Per-leaf sum and sum of squares (float64 on host) of a pytree's arrays."""
+  sums = jax.device_get(jax.tree.map(lambda x: jnp.stack([jnp.sum(x.astype(jnp.float32)),
+                                                          jnp.sum(jnp.square(x.astype(jnp.float32)))]),
+                                     jax.tree.leaves(state)))
+  return [float(v) for s in sums for v in np.asarray(s, np.float64)]
 
 
 class Checkpointer:
   """Saves and restores a train state under `directory` (one sub-folder per step)."""
 
   def __init__(self, directory: str, max_to_keep: int = 3):
+    self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(
-        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def restore_latest(self, state: Any) -> Any:
-    """The latest saved state with `state`'s structure and shardings, or `state` if none is saved."""
-    step = self.manager.latest_step()
-    if step is None:
-      return state
+    """The newest intact saved state with `state`'s structure and shardings, or `state` if there is none."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        if not np.allclose(fingerprint(out.state), out.meta["fingerprint"], rtol=1e-5, atol=1e-6):
+          raise ValueError("contents do not match the fingerprint saved with them")
+        return out.state
+      except Exception as e:  # pylint: disable=broad-except  (any unreadable checkpoint is skipped)
+        self._quarantine(step, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+    return state
+
+  def _quarantine(self, step: int, why: str) -> None:
+    src = os.path.join(self.directory, str(step))
+    dst = os.path.join(os.path.dirname(self.directory), f"corrupt_checkpoint_{step}")
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.move(src, dst)
+    self.manager.reload()
+    print(f"warning: checkpoint {step} in {self.directory} is unreadable ({why}); moved to {dst}, "
+          "using the previous one", file=sys.stderr)
 
   def save(self, step: int, state: Any) -> None:
-    self.manager.save(step, args=ocp.args.StandardSave(state))
+    if self.manager.latest_step() == step:
+      return
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"fingerprint": fingerprint(state)})))
 
   def close(self) -> None:
     """Waits for pending (async) saves to land, then releases the manager."""

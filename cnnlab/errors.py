@@ -7,3 +7,11 @@ class UserError(Exception):
 
 class TrainingDiverged(RuntimeError):
   """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM/SIGINT after saving a checkpoint at `step`; rerunning resumes."""
+
+  def __init__(self, step: int, signum: int, workdir: str):
+    super().__init__(f"stopped by signal {signum} at step {step}; checkpoint saved in {workdir}")
+    self.step, self.signum, self.workdir = step, signum, workdir

@@ -63,3 +63,17 @@ def shuffle_pixels(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """The same pixel values at random positions: image statistics without spatial structure."""
   flat = img.reshape(-1, img.shape[-1])
   return flat[rng.permutation(flat.shape[0])].reshape(img.shape)
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+  """Per-channel Gaussian blur with reflecting borders."""
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  return ndimage.gaussian_filter(img, sigma=(sigma, sigma, 0), mode="reflect").astype(np.float32)
+
+
+def fill_by_blur(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+  """Normalised convolution: blur(img * mask) / blur(mask) estimates missing pixels from known neighbours."""
+  num = gaussian_blur(img * mask, sigma)
+  den = gaussian_blur(np.broadcast_to(mask, img.shape).astype(np.float32), sigma)
+  filled = num / np.maximum(den, 1e-6)
+  return np.where(mask > 0, img, filled).astype(np.float32)

@@ -20,9 +20,9 @@ from flax.training import train_state
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from cnnlab import analysis, checkpoint, input_pipeline, parallel, reporting
+from cnnlab import analysis, checkpoint, input_pipeline, parallel, preemption, reporting
 from cnnlab.data import Dataset
-from cnnlab.errors import TrainingDiverged, UserError
+from cnnlab.errors import Preempted, TrainingDiverged, UserError
 from cnnlab.metric_writer import MetricWriter
 
 
@@ -172,6 +172,14 @@ def _check_finite(records: list[dict], first_step: int, ckpt: checkpoint.Checkpo
                              f"{kept} in {workdir}; lower train.learning_rate")
 
 
+def _load_pending(path: str, step: int) -> list[dict]:
+  """Unlogged metrics saved at a preemption, if they belong to the checkpoint being resumed."""
+  if not os.path.exists(path):
+    return []
+  saved = reporting.read_json(path)
+  return saved["metrics"] if saved["step"] == step else []
+
+
 def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, workdir: str, seed: int,
         mesh: Mesh | None = None) -> tuple[TrainState, dict]:
   """Trains `model` on `dataset` for `config.steps`, resuming from `workdir`; returns (state, summary).
@@ -195,38 +203,52 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
   block = parallel.needs_blocking(mesh)
   batches = input_pipeline.train_batches(dataset.x_train, dataset.y_train, config.batch_size, seed, start,
                                          parallel.process_rows(config.batch_size))
-  pending, window_start = [], start
+  # Metrics of the unlogged part of a log window survive a preemption in this file, so a resumed run
+  # logs exactly the averages an uninterrupted one would.
+  pending_path = os.path.join(workdir, "pending_metrics.json")
+  pending = _load_pending(pending_path, start)
+  window_start = start - len(pending)
   bar = tqdm(total=config.steps, initial=start, disable=not config.progress, leave=False, desc=os.path.basename(workdir))
   try:
-    for step in range(start, config.steps):
-      state, metrics = train_fn(state, parallel.shard_batch(next(batches), mesh), step_rng)
-      if block:
-        jax.block_until_ready(metrics)
-      pending.append(metrics)
-      done = step + 1
-      last = done == config.steps
-      save = done % config.checkpoint_every == 0 or last
-      if done % config.log_every == 0 or save:
-        records = jax.device_get(pending)
-        _check_finite(records, window_start, ckpt, workdir)
-        means = {f"train_{k}": float(np.mean([r[k] for r in records])) for k in records[0]}
-        writer.write(done, means)
-        bar.set_postfix(loss=f"{means['train_loss']:.3f}")
-        pending, window_start = [], done
-      if config.eval_every and (done % config.eval_every == 0) and not last:
-        test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh)
-        writer.write(done, {f"test_{k}": v for k, v in test.items()})
-      if save:
-        ckpt.save(done, state)
-      bar.update(1)
+    with preemption.catch_termination() as stop:
+      for step in range(start, config.steps):
+        state, metrics = train_fn(state, parallel.shard_batch(next(batches), mesh), step_rng)
+        if block:
+          jax.block_until_ready(metrics)
+        pending.append(metrics)
+        done = step + 1
+        last = done == config.steps
+        save = done % config.checkpoint_every == 0 or last
+        if done % config.log_every == 0 or save or stop.requested:
+          pending = jax.device_get(pending)
+          _check_finite(pending, window_start, ckpt, workdir)
+        if done % config.log_every == 0 or last:
+          means = {f"train_{k}": float(np.mean([float(r[k]) for r in pending])) for k in pending[0]}
+          writer.write(done, means)
+          bar.set_postfix(loss=f"{means['train_loss']:.3f}")
+          pending, window_start = [], done
+        if config.eval_every and (done % config.eval_every == 0) and not last:
+          test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh)
+          writer.write(done, {f"test_{k}": v for k, v in test.items()})
+        if save or stop.requested:
+          reporting.write_json(pending_path, {"step": done, "metrics": [{k: float(v) for k, v in r.items()}
+                                                                        for r in pending]})
+          ckpt.save(done, state)
+        bar.update(1)
+        if stop.requested and not last:
+          raise Preempted(done, stop.signum, workdir)
   finally:
     bar.close()
     ckpt.close()
+    writer.close()
   train = evaluate(state, dataset.x_train, dataset.y_train, config.eval_batch_size, mesh)
   test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh)
+  writer = MetricWriter(workdir, resume_step=config.steps, tensorboard=config.tensorboard)
   writer.write(config.steps, {**{f"final_train_{k}": v for k, v in train.items()},
                               **{f"final_test_{k}": v for k, v in test.items()}})
   writer.close()
+  if os.path.exists(pending_path):
+    os.remove(pending_path)
   summary = {"steps": config.steps, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
              "test_loss": test["loss"], "test_accuracy": test["accuracy"],
              "params": analysis.count_params(state.params)}

@@ -65,7 +65,8 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.image.train.checkpoint_every = 20
     c.image.train.eval_batch_size = 200
     c.image.features = (4, 8)
-    c.image.mlp_hidden = (32,)
+    c.image.mlp_hidden = (32, 32)   # the overfitting quick config's models: compiled once per test process
+    c.train.tensorboard = c.image.train.tensorboard = False
   return c
 
 

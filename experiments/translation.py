@@ -57,6 +57,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.train.log_every = 10
     c.train.checkpoint_every = 20
     c.train.eval_batch_size = 200
+    c.train.tensorboard = False
     c.canvas = 12
     c.max_shift = 2
     c.consistency_shift = 2

@@ -1,0 +1,130 @@
+"""Deep Image Prior: skip-net shapes and parameter arithmetic, images and corruptions, the fitting step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnnlab import analysis, dip, image_metrics, images, models
+from cnnlab.errors import UserError
+from cnnlab.models.dip import BatchStatNorm, reflect_pad
+
+
+def skip_net_params(code: int, width: int, depth: int, skip: int, out: int, k: int = 3) -> int:
+  """The skip net's parameter count from its layers: conv weights + biases, 2 per channel for each norm."""
+  conv = lambda cin, cout, kk: kk * kk * cin * cout + cout
+  total = 0
+  for i in range(depth):
+    cin = code if i == 0 else width
+    total += conv(cin, skip, 1) + 2 * skip                 # skip branch: 1x1 conv + norm
+    total += conv(cin, width, k) + 2 * width               # strided down conv + norm
+    total += conv(width, width, k) + 2 * width             # down conv + norm
+    total += 2 * (skip + width)                            # norm after the concat
+    total += conv(skip + width, width, k) + 2 * width      # up conv + norm
+    total += conv(width, width, 1) + 2 * width             # 1x1 up conv + norm
+  return total + conv(width, out, 1)
+
+
+def n_params(model, shape) -> int:
+  return analysis.count_params(analysis.abstract_variables(model, shape)["params"])
+
+
+@pytest.mark.parametrize("code,width,depth,skip,out", [(32, 32, 4, 4, 3), (8, 16, 2, 0, 1), (32, 128, 5, 4, 3)])
+def test_skip_net_param_count_from_layer_arithmetic(code, width, depth, skip, out):
+  model = models.create("dip_skip", width=width, depth=depth, skip_width=skip, out_channels=out)
+  assert n_params(model, (1, 64, 64, code)) == skip_net_params(code, width, depth, skip, out)
+
+
+def test_paper_config_is_about_2_2m_parameters():
+  assert abs(n_params(models.create("dip_skip"), (1, 64, 64, 32)) - 2.2e6) / 2.2e6 < 0.05
+
+
+def test_skip_net_shapes_and_range():
+  model = models.create("dip_skip", width=8, depth=3, out_channels=3)
+  out = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0],
+                       jax.ShapeDtypeStruct((2, 32, 48, 4), jnp.float32))
+  assert out.shape == (2, 32, 48, 3)
+  acts = {r["layer"]: r["shape"] for r in analysis.activation_table(model, (1, 32, 32, 4))}
+  for i in range(3):  # each scale halves the resolution going down and restores it going up
+    assert acts[f"down{i}a"] == (32 // 2 ** (i + 1),) * 2 + (8,)
+    assert acts[f"skip{i}"] == (32 // 2 ** i,) * 2 + (4,)
+    assert acts[f"up{i}b"] == (32 // 2 ** i,) * 2 + (8,)
+  y, _ = model.init_with_output(jax.random.key(0), jax.random.normal(jax.random.key(1), (1, 16, 16, 4)))
+  assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0  # sigmoid output
+
+
+def test_skip_net_rejects_sizes_not_divisible_by_its_depth():
+  with pytest.raises(UserError, match="divisible"):
+    jax.eval_shape(lambda x: models.create("dip_skip", depth=3).init(jax.random.key(0), x),
+                   jax.ShapeDtypeStruct((1, 20, 20, 2), jnp.float32))
+
+
+def test_ablation_param_counts():
+  assert n_params(models.create("dip_pixels", out_channels=3), (1, 16, 8, 5)) == 16 * 8 * 3
+  assert n_params(models.create("dip_pixel_mlp", width=7, depth=2, out_channels=3), (1, 8, 8, 5)) == \
+      (5 * 7 + 7) + (7 * 7 + 7) + (7 * 3 + 3)
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_reflect_pad_matches_numpy(pad):
+  x = np.random.default_rng(0).random((2, 5, 6, 3)).astype(np.float32)
+  np.testing.assert_array_equal(reflect_pad(jnp.asarray(x), pad),
+                                np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect"))
+
+
+def test_batch_stat_norm_standardises_each_channel():
+  x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  y, _ = BatchStatNorm().init_with_output(jax.random.key(1), x)
+  np.testing.assert_allclose(y.mean((0, 1, 2)), 0.0, atol=1e-5)
+  np.testing.assert_allclose(y.std((0, 1, 2)), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(images.SOURCES))
+def test_bundled_images_load_as_unit_range_crops(name):
+  img = images.load(name, 32)
+  assert img.shape == (32, 32, 1 if name == "camera" else 3) and img.dtype == np.float32
+  assert 0.0 <= img.min() and img.max() <= 1.0 and img.std() > 0.05
+
+
+def test_corruptions():
+  rng = np.random.default_rng(0)
+  img = images.load("astronaut", 32)
+  corrupted, mask = images.drop_pixels(img, 0.5, rng)
+  assert mask.shape == (32, 32, 1) and abs(mask.mean() - 0.5) < 0.05
+  np.testing.assert_array_equal(corrupted, img * mask)
+  shuffled = images.shuffle_pixels(img, rng)
+  np.testing.assert_array_equal(np.sort(shuffled.reshape(-1, 3), 0), np.sort(img.reshape(-1, 3), 0))
+  noisy = images.add_gaussian_noise(img, 0.1, rng)
+  assert 0 <= noisy.min() and noisy.max() <= 1 and 0.05 < np.std(noisy - img) < 0.11
+  filled = images.fill_by_blur(corrupted, mask, 1.0)
+  np.testing.assert_array_equal(filled[mask[..., 0] > 0], img[mask[..., 0] > 0])  # known pixels are kept
+  assert image_metrics.psnr(filled, img) > image_metrics.psnr(corrupted, img) + 5
+
+
+def test_steps_to_reach():
+  assert dip.steps_to_reach(np.array([0.5, 0.2, 0.1, 0.05]), 0.1) == 3
+  assert dip.steps_to_reach(np.array([0.5, 0.2]), 0.1) is None
+
+
+def test_masked_mse_ignores_dropped_pixels():
+  out, target = jnp.zeros((1, 2, 2, 3)), jnp.ones((1, 2, 2, 3))
+  mask = jnp.array([1.0, 0.0, 0.0, 0.0]).reshape(1, 2, 2, 1)
+  assert float(dip.masked_mse(out, target.at[0, 1].set(9.0), mask)) == 1.0
+
+
+TINY = dict(width=16, depth=2, skip_width=4)
+
+
+def test_tiny_denoising_fit_beats_the_noisy_input_and_is_reproducible():
+  clean = images.load("astronaut", 32)
+  noisy = images.add_gaussian_noise(clean, 50 / 255, np.random.default_rng(0))
+  net = models.create("dip_skip", out_channels=3, **TINY)
+  kw = dict(steps=200, seed=0, learning_rate=0.01, code_channels=8, reg_noise_std=1 / 30, chunk=50)
+  r = dip.fit(net, noisy, clean, **kw)
+  noisy_psnr = float(image_metrics.psnr(noisy, clean))
+  assert r.curves["psnr"].shape == (200,) and r.num_params == skip_net_params(8, 16, 2, 4, 3)
+  assert r.curves["psnr"].max() > noisy_psnr + 1.0  # the net reaches the clean image before the noise
+  assert r.curves["psnr"][0] < noisy_psnr  # ... starting from a grey image far from both
+  np.testing.assert_allclose(float(image_metrics.psnr(r.best_out, clean)), r.curves["psnr"].max(), atol=1e-4)
+  again = dip.fit(net, noisy, clean, **kw)  # same seed: same init, code, input-noise draws
+  np.testing.assert_array_equal(again.curves["loss"], r.curves["loss"])

@@ -1,0 +1,98 @@
+"""The five inductive-bias experiments run end to end on their quick configs; verdicts follow from their numbers.
+
+Quick configs share models, input shapes and optimizer settings where they can, so one pytest process
+compiles each train step once (see train._jitted_init and train.compiled_steps).
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import experiments
+from cnnlab import models, reporting, runner, verdicts
+
+
+def _run(name, tmp_path):
+  module = experiments.get(name)
+  config = module.get_config(quick=True)
+  config.train.progress = False
+  workdir = str(tmp_path / name)
+  results = runner.run_experiment(module, config, workdir)
+  md = open(os.path.join(workdir, "results.md")).read()
+  assert results == reporting.read_json(os.path.join(workdir, "results.json"))
+  return config, results, md, workdir
+
+
+def test_translation(tmp_path):
+  config, r, md, workdir = _run("translation", tmp_path)
+  for f in ("accuracy_vs_shift.png", "equivariance.png"):
+    assert os.path.exists(os.path.join(workdir, f))
+  eq = r["equivariance"]
+  # Stride-1 circular conv is exactly equivariant at every depth; stride 2 is not for a 1-px shift.
+  assert all(np.mean(v) < config.exact_tol for k, v in eq.items() if k.startswith("stride1 / CIRCULAR"))
+  assert all(np.mean(v) > 0.05 for k, v in eq.items() if k.startswith("stride2 / CIRCULAR") and "1 px" in k)
+  assert r["conv_stride1_circular_exact"]
+  robust = r["robustness"]
+  expected = verdicts.SUPPORTED if np.mean(robust["cnn_flat"]) >= config.robust_ratio else verdicts.REFUTED
+  assert r["verdict_pooling_invariance"] == expected
+  for key in ("verdict_equivariance", "verdict_pooling_invariance", "verdict_blurpool_consistency"):
+    assert r[key] in md
+  assert len(r["records"]) == 5 * config.seeds
+
+
+def test_spatial_prior(tmp_path):
+  config, r, md, _ = _run("spatial_prior", tmp_path)
+  # Quick runs read 8x8 digits as 64-sample signals: logistic = 64 * 10 + 10 parameters.
+  assert r["params_1d"]["logistic"] == 650
+  assert r["ranking_holds"] == (r["ranking"] == ["cnn", "gru", "mlp", "logistic"])
+  assert r["verdict_1d"] in md and r["verdict_2d"] in md
+  assert "6,000" in md  # the deviation from the paper is stated
+  assert len(r["records"]) == (8 + 4) * config.seeds
+
+
+def test_pooling(tmp_path):
+  config, r, md, _ = _run("pooling", tmp_path)
+  helps = r["pool_beats_none"]
+  assert r["verdict_pooling_helps"] == verdicts.from_counts(sum(helps.values()), len(helps))
+  assert set(r["image_consistency"]) == set(config.variants)
+  assert all(0.0 <= c <= 1.0 for v in r["mnist1d_consistency"].values() for c in v)
+  assert r["verdict_pooling_helps"] in md
+
+
+def test_overfitting(tmp_path):
+  config, r, md, workdir = _run("overfitting", tmp_path)
+  for rec in r["records"]:
+    assert rec["gap"] == pytest.approx(rec["train_accuracy"] - rec["test_accuracy"])
+  below = r["cnn_gap_below_lcn"]
+  assert r["verdict_sharing_reduces_overfitting"] == verdicts.from_counts(sum(below.values()), len(below))
+  # The shared cell (base width, width_fraction) is trained once.
+  assert len(os.listdir(os.path.join(workdir, "trials"))) == 3 * config.seeds * (
+      len(config.train_fractions) + len(config.width_multipliers) - 1)
+  assert os.path.exists(os.path.join(workdir, "learning_curves.png"))
+
+
+def test_depth_and_gradients(tmp_path):
+  config, r, md, _ = _run("depth_and_gradients", tmp_path)
+  rows = r["init_rows"]
+  assert len(rows) == len(config.families) * len(config.variants) * len(config.init_depths) * config.seeds
+  assert all(len(row["norms"]) == row["depth"] and min(row["norms"]) > 0 for row in rows)
+  plain_ok = r["healthy_at_max_depth"]["cnn/plain"]
+  assert r["verdict_cnns_prevent_vanishing"] == (verdicts.SUPPORTED if plain_ok else verdicts.REFUTED)
+  assert r["verdict_cnns_prevent_vanishing"] in md
+
+
+def test_block_grad_norms_match_a_direct_gradient(digits):
+  import jax
+  import optax
+  from cnnlab import parallel, train
+  from experiments import depth_and_gradients
+  net = models.create("deep_mlp", depth=2, width=8)
+  tx = train.make_optimizer(train.get_config())
+  state = train.create_train_state(net, tx, jax.random.key(0), digits.example_shape, parallel.make_mesh())
+  x, y = digits.x_train[:16], digits.y_train[:16]
+  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      net.apply({"params": p}, x), y).mean()
+  g = jax.grad(loss)(state.params)
+  want = [float(optax.tree.norm(g[f"block{i}"])) for i in range(2)]
+  np.testing.assert_allclose(depth_and_gradients.block_grad_norms(state, 2, x, y), want, rtol=1e-5)
