@@ -10,6 +10,11 @@ flags.DEFINE_string("exp", None, "Experiment to run (see --list).")
 flags.DEFINE_string("workdir", None, "Output directory; rerunning in the same one resumes. Default runs/<exp>/<time>.")
 flags.DEFINE_bool("list", False, "List the experiments and the claim each tests.")
 flags.DEFINE_bool("quick", False, "Use the experiment's quick variant (tiny sizes, for smoke tests).")
+flags.DEFINE_bool("distributed", False, "Multi-process run: call jax.distributed.initialize() (auto-detects TPU pods, "
+                  "SLURM, Open MPI; or give the three flags below).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed without auto-detection.")
+flags.DEFINE_integer("num_processes", None, "Number of processes, for --distributed without auto-detection.")
+flags.DEFINE_integer("process_id", None, "This process's index, for --distributed without auto-detection.")
 
 
 def fail(message: str) -> int:
@@ -62,8 +67,12 @@ def main(argv: list[str]) -> int:
     return fail(str(e))
 
   import jax  # pylint: disable=g-import-not-at-top
+  from cnnlab import parallel  # pylint: disable=g-import-not-at-top
+  if FLAGS.distributed or FLAGS.coordinator_address:
+    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   workdir = FLAGS.workdir or runner.default_workdir(FLAGS.exp)
-  print(f"cnnlab: {FLAGS.exp} on {jax.device_count()} device(s) {jax.devices()}; workdir {workdir}")
+  print(f"cnnlab: {FLAGS.exp} on {jax.device_count()} device(s) {jax.devices()} "
+        f"(process {jax.process_index()} of {jax.process_count()}); workdir {workdir}")
   resume = " ".join(["python", *argv] + ([] if FLAGS.workdir else [f"--workdir={workdir}"]))
   try:
     runner.run_experiment(module, FLAGS.config, workdir)

@@ -4,12 +4,17 @@ import json
 import math
 import os
 
+import jax
+
 
 class MetricWriter:
   """Appends `{"step": s, **scalars}` lines; on resume, drops lines past the restored step."""
 
   def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self._file = self._tb = None
+    if jax.process_index() != 0:  # one writer per run: process 0
+      return
     if os.path.exists(self.path):
       with open(self.path) as f:
         kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
@@ -22,6 +27,8 @@ class MetricWriter:
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
+    if self._file is None:
+      return
     scalars = {k: float(v) for k, v in scalars.items()}
     self._file.write(json.dumps({"step": step, **{k: (v if math.isfinite(v) else str(v))
                                                   for k, v in scalars.items()}}) + "\n")
@@ -31,7 +38,8 @@ class MetricWriter:
         self._tb.add_scalar(k, v, step)
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 

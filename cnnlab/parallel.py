@@ -11,6 +11,23 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from cnnlab.errors import UserError
 
 
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins a multi-process run through JAX's own runtime (`jax.distributed.initialize`).
+
+  With no arguments JAX detects the cluster (Cloud TPU, SLURM, Open MPI). CPU processes talk
+  through gloo collectives, which this selects (it does not affect GPU or TPU).
+  """
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+
+
+def is_chief() -> bool:
+  """Process 0 writes the files shared by all processes (metrics, results, figures)."""
+  return jax.process_index() == 0
+
+
 def make_mesh(devices=None) -> Mesh:
   """A 1-D mesh named "data" over `devices` (default: all devices of all processes)."""
   devices = jax.devices() if devices is None else list(devices)

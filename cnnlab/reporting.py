@@ -47,8 +47,15 @@ def _jsonable(x: Any) -> Any:
   return x
 
 
+def _chief() -> bool:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index() == 0
+
+
 def write_json(path: str, obj: Any) -> None:
-  """Writes JSON atomically (a crash never leaves half a file)."""
+  """Writes JSON atomically (a crash never leaves half a file); only process 0 writes in multi-process runs."""
+  if not _chief():
+    return
   tmp = f"{path}.tmp"
   with open(tmp, "w") as f:
     json.dump(_jsonable(obj), f, indent=2, sort_keys=False)
@@ -63,6 +70,8 @@ def read_json(path: str) -> Any:
 
 def write_results(workdir: str, results: dict, markdown: str) -> None:
   """Writes `results.md` then `results.json`; the latter marks the run finished."""
+  if not _chief():
+    return
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(markdown)
   write_json(os.path.join(workdir, "results.json"), results)
@@ -72,6 +81,9 @@ def save_figure(fig: Any, workdir: str, name: str) -> str:
   """Saves a matplotlib figure as `workdir/name.png`, closes it, returns the file name."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fname = f"{name}.png"
+  if not _chief():
+    plt.close(fig)
+    return fname
   fig.savefig(os.path.join(workdir, fname), dpi=120, bbox_inches="tight")
   plt.close(fig)
   return fname

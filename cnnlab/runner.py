@@ -21,7 +21,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Creates `workdir` and writes config.json; refuses a workdir holding a different config."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
     with open(probe, "w"):
       pass
     os.remove(probe)

@@ -140,7 +140,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rec = {**t.tags, "seed": t.seed, **summary}
     shifts = range(config.max_shift + 1)
     for s in shifts:
-      rec[f"acc_shift{s}"] = shift.shifted_accuracy(state, ds.x_test, ds.y_test, s, "zero", config.train.eval_batch_size)
+      rec[f"acc_shift{s}"] = shift.shifted_accuracy(state, ds.x_test, ds.y_test, s, "zero",
+                                                    config.train.eval_batch_size)
     rec["robustness"] = float(np.mean([rec[f"acc_shift{s}"] for s in shifts[1:]]) / rec["acc_shift0"])
     rec["consistency"] = shift.consistency(state, ds.x_test, config.consistency_shift, seed=1000 + t.seed,
                                            batch_size=config.train.eval_batch_size)
