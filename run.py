@@ -67,7 +67,8 @@ def main(argv: list[str]) -> int:
     return fail(str(e))
 
   import jax  # pylint: disable=g-import-not-at-top
-  from cnnlab import parallel  # pylint: disable=g-import-not-at-top
+  from cnnlab import parallel, preemption  # pylint: disable=g-import-not-at-top
+  preemption.install()  # from here on, SIGTERM/SIGINT checkpoint at the next step instead of killing
   if FLAGS.distributed or FLAGS.coordinator_address:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   workdir = FLAGS.workdir or runner.default_workdir(FLAGS.exp)

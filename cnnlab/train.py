@@ -211,6 +211,8 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
   bar = tqdm(total=config.steps, initial=start, disable=not config.progress, leave=False, desc=os.path.basename(workdir))
   try:
     with preemption.catch_termination() as stop:
+      if stop.requested:  # signalled before this training started (e.g. while compiling)
+        raise Preempted(start, stop.signum, workdir)
       for step in range(start, config.steps):
         state, metrics = train_fn(state, parallel.shard_batch(next(batches), mesh), step_rng)
         if block:
