@@ -9,8 +9,11 @@ Anchor: the MNIST-1D pooling benchmark at 1k/5k/10k training examples — no poo
 we use fractions of it (1,000 / 2,000 / 4,000); only the 1k column is directly comparable.
 
 Command:  python run.py --exp=pooling
-Run time: ~3 min on 2 shared CPU cores (load average ~5 from other jobs).
-Result:   see results.md — verdicts are computed from the table.
+Run time: 779 s on 2 CPU cores shared with other jobs (load average 9-10, i.e. ~1/4 of the machine); 48 trainings.
+Result (measured, 3 seeds): MNIST-1D at 1k/2k/4k examples — none 62/80/90, stride 59/74/84, max 75/85/92,
+          avg 72/83/88 % (anchor at 1k: 59/57/78/78): max pooling clearly beats no downsampling at every size and
+          every pool beats the strided conv; on 16x16-canvas digits no variant beats no-downsampling (97.7 %),
+          whose flatten head also gives the best shift consistency there. results.md holds the table and verdicts.
 """
 
 import os
@@ -151,8 +154,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         reporting.markdown_table(
             ["downsampling", "params"] + [f"{n_train[f]:,} ex." for f in fr] + ["anchor, 1k"]
             + [f"consistency, {n_train[full]:,} ex."],
-            [[LABELS[v], params1[v]] + [fmt(acc1[(v, f)]) for f in fr] + [ANCHOR_1K.get(v, "—"), fmt(cons1[(v, full)])]
-             for v in config.variants]),
+            [[LABELS[v], params1[v]] + [fmt(acc1[(v, f)]) for f in fr]
+             + [ANCHOR_1K.get(v, "—"), fmt(cons1[(v, full)])] for v in config.variants]),
         f"\n## 2-D: real digits on a {config.image.canvas}x{config.image.canvas} canvas "
         f"({config.image.train.steps} steps)\n\n",
         reporting.markdown_table(["downsampling", "params", "test accuracy", "consistency"],
@@ -161,8 +164,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"\nConsistency: % of test examples whose predicted class agrees under two random translations in "
         f"[-{config.consistency_shift}, {config.consistency_shift}] per axis (zero fill).\n\n## Verdicts\n\n",
         f"- **Pooling helps — {v_helps}.** Pooling clearly above no downsampling (2 standard errors) in "
-        f"{sum(helps.values())}/{len(helps)} cases: " + ", ".join(f"{k} {'yes' if b else 'no'}" for k, b in helps.items())
-        + ".\n"]
+        f"{sum(helps.values())}/{len(helps)} cases: "
+        + ", ".join(f"{k} {'yes' if b else 'no'}" for k, b in helps.items()) + ".\n"]
   if vs_stride:
     md.append(f"- Pooling clearly above the stride-2 conv in {sum(vs_stride.values())}/{len(vs_stride)} cases.\n")
   md.append(f"- **Pooling makes predictions more shift-consistent than no downsampling — {v_cons}** "
