@@ -48,6 +48,21 @@ def get_config() -> ml_collections.ConfigDict:
   return c
 
 
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Rejects impossible training settings up front, as one-line `UserError`s."""
+  for name in ("steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+    if not 1 <= config[name] <= 10**9:
+      raise UserError(f"train.{name} must be a positive integer (at most 1e9), got {config[name]}")
+  for name in ("learning_rate", "momentum", "weight_decay", "grad_clip"):
+    if not math.isfinite(config[name]) or config[name] < 0:
+      raise UserError(f"train.{name} must be a finite number >= 0, got {config[name]}")
+  if config.learning_rate == 0:
+    raise UserError("train.learning_rate must be > 0")
+  if not 0 <= config.warmup_steps <= config.steps or config.eval_every < 0:
+    raise UserError(f"train.warmup_steps must be in [0, steps] and train.eval_every >= 0, got "
+                    f"{config.warmup_steps} and {config.eval_every}")
+
+
 class TrainState(train_state.TrainState):
   """Params, optimizer state and step; `batch_stats` for models with BatchNorm (else an empty dict)."""
   batch_stats: Any = None
@@ -186,6 +201,7 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
 
   A finished run (summary.json present) is restored from its final checkpoint, not re-trained.
   """
+  validate_config(config)
   mesh = mesh or parallel.make_mesh()
   summary_path = os.path.join(workdir, "summary.json")
   parallel.check_batch_size(config.batch_size, mesh)

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from cnnlab import analysis, data, models, reporting, sweep, train, verdicts
+from cnnlab.errors import UserError
 
 MODEL_LABELS = {"cnn": "CNN (local + shared)", "lcn": "LCN (local, unshared)", "mlp": "MLP (dense)"}
 
@@ -57,6 +58,8 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  if config.seeds < 1 or not config.train_fractions or not config.features or config.kernel_size < 1:
+    raise UserError("weight_sharing needs seeds >= 1, at least one train fraction and conv stage, kernel_size >= 1")
   ds = data.load(config.data)
   nets = build_models(config, ds.num_classes)
   x_shape = (1, *ds.example_shape)

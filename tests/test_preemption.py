@@ -101,10 +101,11 @@ def test_killing_run_py_repeatedly_loses_nothing(tmp_path):
   for _ in range(8):
     proc = subprocess.Popen([sys.executable, "run.py", *args, f"--workdir={tmp_path / 'cut'}"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120  # wait until training has started, then kill at a random moment
-    while time.time() < deadline and proc.poll() is None and not (tmp_path / "cut" / "trials").exists():
-      time.sleep(0.2)
-    time.sleep(rng.uniform(0.5, 4.0))
+    # Wait for the start line (printed once the handler is installed; before it, a signal just ends a
+    # process that has done nothing yet), then kill at a random moment: compiling, training or saving.
+    first = proc.stdout.readline()
+    assert first.startswith("cnnlab:"), first
+    time.sleep(rng.uniform(0.5, 8.0))
     if proc.poll() is None:
       proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)

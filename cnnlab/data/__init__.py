@@ -39,6 +39,11 @@ class Dataset:
         raise UserError(f"dataset {self.name!r}: x_{split} must be float32 (N, *spatial, C), got {x.dtype} {x.shape}")
       if y.shape != (x.shape[0],) or y.dtype != np.int32:
         raise UserError(f"dataset {self.name!r}: y_{split} must be int32 ({x.shape[0]},), got {y.dtype} {y.shape}")
+      if not np.isfinite(x).all():
+        raise UserError(f"dataset {self.name!r}: x_{split} holds NaN or inf values")
+      if y.size and (y.min() < 0 or y.max() >= self.num_classes):
+        raise UserError(f"dataset {self.name!r}: y_{split} labels must be in [0, {self.num_classes}), "
+                        f"got [{y.min()}, {y.max()}]")
 
   @property
   def example_shape(self) -> tuple[int, ...]:
@@ -82,7 +87,9 @@ def holdout_split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float,
 
 def subsample(ds: Dataset, fraction: float, seed: int) -> Dataset:
   """A stratified `fraction` of the training set (the test set is untouched)."""
-  if fraction >= 1.0:
+  if not 0.0 < fraction <= 1.0:
+    raise UserError(f"a training fraction must be in (0, 1], got {fraction}")
+  if fraction == 1.0:
     return ds
   n = int(round(fraction * len(ds.y_train)))
   if n < ds.num_classes:
