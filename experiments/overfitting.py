@@ -6,8 +6,10 @@ learning curves; (b) at one training-set size across width multipliers, which ch
 count of each family by ~16x. Generalisation gap = train accuracy − test accuracy after training.
 
 Command:  python run.py --exp=overfitting
-Run time: ~3 min on 2 shared CPU cores (load average ~5 from other jobs).
-Result:   see results.md — verdicts are computed from the table.
+Run time: 675 s on 2 CPU cores shared with other jobs (load average 9-10, i.e. ~1/4 of the machine); 45 trainings.
+Result (measured, 3 seeds): gaps at 144/431/1,437 examples — CNN 9.6/4.2/1.6, LCN 9.6/5.9/1.8, MLP 8.7/4.4/2.4
+          points: more data shrinks every gap, but the CNN's gap is never clearly below the LCN's or the MLP's, and
+          widening a family 16x does not widen its gap (the claim is refuted here). results.md holds the tables.
 """
 
 import os
@@ -116,7 +118,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         reporting.markdown_table(
             ["model", "params"] + [f"{n_train[f]:,} ex.: train / test / gap" for f in fr],
             [[LABELS[m], params[(m, 1.0)]]
-             + [f"{np.mean(tr[(m, 1.0, f)]) * 100:.1f} / {fmt(test[(m, 1.0, f)])} / {fmt(gap[(m, 1.0, f)])}" for f in fr]
+             + [f"{np.mean(tr[(m, 1.0, f)]) * 100:.1f} / {fmt(test[(m, 1.0, f)])} / {fmt(gap[(m, 1.0, f)])}"
+                for f in fr]
              for m in models]),
         f"\n## Gap vs parameter count ({n_train[wf]:,} training examples)\n\n",
         reporting.markdown_table(["model", "width x", "params", "train", "test", "gap"],
