@@ -105,14 +105,19 @@ class ConvLocal(nn.ConvLocal):
                         self.param_dtype)
     bias = self.param("bias", self.bias_init, (*out, self.features), self.param_dtype) if self.use_bias else None
     x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    slices = []
-    for offset in np.ndindex(*kernel_size):
-      idx = tuple(slice(o * r, o * r + (n - 1) * s + 1, s) for o, r, n, s in zip(offset, dilation, out, strides))
-      slices.append(x[(slice(None), *idx)])
     # Patch features ordered (channel, *window), as conv_general_dilated_patches orders them.
-    patches = jnp.stack(slices, axis=-1).reshape(*x.shape[:1], *out, -1)
+    patches = jnp.stack(_window_slices(x, kernel_size, dilation, out, strides), axis=-1).reshape(*x.shape[:1], *out, -1)
     y = jnp.einsum("n...k,...kf->n...f", patches, kernel, precision=self.precision)
     return y + bias if bias is not None else y
+
+
+def _window_slices(x, kernel_size, dilation, out, strides) -> list[jax.Array]:
+  """For each kernel offset, the (strided) slice of the padded input that offset multiplies."""
+  slices = []
+  for offset in np.ndindex(*kernel_size):
+    idx = tuple(slice(o * r, o * r + (n - 1) * s + 1, s) for o, r, n, s in zip(offset, dilation, out, strides))
+    slices.append(x[(slice(None), *idx)])
+  return slices
 
 
 def _tuple(v, d: int) -> tuple[int, ...]:
@@ -148,11 +153,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   pads = jax.lax.padtype_to_pads(lhs.shape[1:-1], eff, strides, padding) if isinstance(padding, str) else padding
   x = jnp.pad(lhs, [(0, 0), *pads, (0, 0)])
   out = [(x.shape[1 + i] - eff[i]) // strides[i] + 1 for i in range(d)]
-  slices = []
-  for offset in np.ndindex(*kernel_size):
-    idx = tuple(slice(o * r, o * r + (n - 1) * s + 1, s) for o, r, n, s in zip(offset, dilation, out, strides))
-    slices.append(x[(slice(None), *idx)])
-  patches = jnp.concatenate(slices, axis=-1)  # features ordered (*window, channel), as HWIO flattens
+  # Features ordered (*window, channel), as an HWIO kernel flattens.
+  patches = jnp.concatenate(_window_slices(x, kernel_size, dilation, out, strides), axis=-1)
   return jnp.einsum("n...k,ko->n...o", patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision,
                     preferred_element_type=preferred_element_type)
 
