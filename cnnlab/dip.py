@@ -87,8 +87,7 @@ def dip_step(state: DipState, batch: dict[str, jax.Array], rng: jax.Array) -> tu
 @dataclasses.dataclass
 class FitResult:
   """Per-step curves (numpy, one entry per step) and the images at the end of a fit."""
-  curves: dict[str, np.ndarray]   # loss, psnr, psnr_ema, grad_norm
-  final_out: np.ndarray           # (H, W, C) output after the last step
+  curves: dict[str, np.ndarray]   # loss, psnr, psnr_ema, grad_norm of the output at each step (as trained)
   final_ema: np.ndarray           # (H, W, C) exponential average after the last step
   best_out: np.ndarray            # (H, W, C) output at the best PSNR step
   num_params: int
@@ -126,8 +125,7 @@ def fit(model: nn.Module, target: np.ndarray, clean: np.ndarray, *, steps: int, 
       chunks.append(fetched)
       pending = []
   curves = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-  out = state.apply_fn({"params": state.params}, z)
-  return FitResult(curves=curves, final_out=np.asarray(out[0]), final_ema=np.asarray(state.ema[0]),
+  return FitResult(curves=curves, final_ema=np.asarray(state.ema[0]),
                    best_out=np.asarray(state.best_out[0]), num_params=num_params, seconds=time.time() - start)
 
 
