@@ -17,6 +17,16 @@ EXPECTED_PARAMS = {
     "lenet5": ((32, 32, 1), 60_840),
     "alexnet": ((227, 227, 3), 60_965_224),  # Krizhevsky et al. 2012, two-GPU grouping
     "alexnet_ungrouped": ((227, 227, 3), 62_378_344),
+    "mnist1d_logistic": ((40, 1), 40 * 10 + 10),
+    "mnist1d_mlp": ((40, 1), (40 * 100 + 100) + (100 * 100 + 100) + (100 * 10 + 10)),
+    "mnist1d_cnn": ((40, 1), 5_210),  # Greydanus & Kobak's CNN, as their paper states
+    "mnist1d_gru": ((40, 1), 5_110),
+    "poolnet": ((40, 1), 4_842),
+    "deep_mlp": ((28, 28, 1), 84_170),
+    "deep_cnn": ((28, 28, 1), 18_890),
+    "dip_skip": ((64, 64, 32), 2_217_831),  # the paper's net is "2.2M parameters"
+    "dip_pixels": ((64, 64, 32), 64 * 64 * 3),
+    "dip_pixel_mlp": ((64, 64, 32), 37_635),
 }
 
 
