@@ -140,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "mnist1d_consistency": {f"{v}@{f}": a for (v, f), a in cons1.items()},
              "image_test_accuracy": {v: a for (v,), a in acc2.items()},
              "image_consistency": {v: a for (v,), a in cons2.items()},
-             "params_1d": params1, "params_2d": params2, "n_train": n_train, "pool_beats_none": helps,
+             "params_1d": params1, "params_2d": params2, "n_train": {str(f): n for f, n in n_train.items()}, "pool_beats_none": helps,
              "pool_beats_stride": vs_stride, "pool_more_consistent": more_consistent,
              "verdict_pooling_helps": v_helps, "verdict_pooling_shift_consistency": v_cons,
              "records": rec1 + rec2}

@@ -45,6 +45,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.consistency_shift = 3          # Zhang consistency: two random offsets in [-k, k]^2 per test image
   c.features = (16, 32)            # conv channels per stage (CNNs and LCN)
   c.mlp_hidden = (256, 256)        # MLP hidden widths
+  c.probe_stacks = STACKS          # downsampling of the probe stacks: stride1, stride2, maxpool, maxblur
   c.probe_features = 8             # channels of the random-init conv stacks of the equivariance probe
   c.probe_depth = 3                # conv layers of those stacks
   c.probe_examples = 64            # test images (and noise images) fed to the probe
@@ -63,6 +64,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.consistency_shift = 2
     c.features = (4, 8)
     c.mlp_hidden = (32,)
+    c.probe_stacks = ("stride1", "stride2")
     c.probe_features = 4
     c.probe_depth = 2
     c.probe_examples = 8
@@ -99,7 +101,7 @@ def probe_equivariance(config: ml_collections.ConfigDict, x_digits: np.ndarray) 
   rng = np.random.default_rng(0)
   inputs = {"digits": x_digits, "noise": rng.standard_normal(x_digits.shape).astype(np.float32)}
   rows = []
-  for kind in STACKS:
+  for kind in config.probe_stacks:
     for padding in ("CIRCULAR", "SAME"):
       net = ProbeStack(config.probe_features, config.probe_depth, kind, padding)
       apply = jax.jit(net.apply)
@@ -151,7 +153,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   consist = sweep.group(records, ("model",), "consistency")
 
   # Verdict 1: equivariance holds where the error is at float rounding level.
-  cases = [(k, p, i, d, s) for k in STACKS for p in ("CIRCULAR", "SAME") for i in ("digits", "noise")
+  cases = [(k, p, i, d, s) for k in config.probe_stacks for p in ("CIRCULAR", "SAME") for i in ("digits", "noise")
            for d in range(1, config.probe_depth + 1) for s in ("1 px", "stride")]
   exact = {c: float(np.mean(err[c])) < config.exact_tol for c in cases}
   conv_exact = all(exact[("stride1", "CIRCULAR", i, d, "1 px")] for i in ("digits", "noise")
@@ -185,7 +187,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _markdown(config, ds, nets, err, acc, robust, consist, results) -> str:
   depths = range(1, config.probe_depth + 1)
   eq_rows = []
-  for k in STACKS:
+  for k in config.probe_stacks:
     for p in ("CIRCULAR", "SAME"):
       for i in ("digits", "noise"):
         eq_rows.append([k, "circular" if p == "CIRCULAR" else "zero", i]
@@ -246,7 +248,7 @@ def _plot(workdir, config, nets, acc, err) -> None:
   reporting.save_figure(fig, workdir, "accuracy_vs_shift")
   fig, ax = reporting.new_figure(figsize=(7, 4))
   depths = range(1, config.probe_depth + 1)
-  for k in STACKS:
+  for k in config.probe_stacks:
     for p, ls in (("CIRCULAR", "-"), ("SAME", "--")):
       ax.plot(depths, [max(np.mean(err[(k, p, "noise", d, "1 px")]), 1e-8) for d in depths], ls, marker="o",
               label=f"{k}, {'circular' if p == 'CIRCULAR' else 'zero'} pad")
