@@ -7,8 +7,11 @@ vanish (explode) at depth L when the first block's gradient norm is more than `s
 (larger) than the last block's, or than the first block's in the shallowest net of the same kind.
 
 Command:  python run.py --exp=depth_and_gradients
-Run time: ~3 min on 2 shared CPU cores (load average ~5 from other jobs).
-Result:   see results.md — the verdict names what keeps the gradient spread small, from the table.
+Run time: 810 s wall, 374 s CPU (user) on 2 CPU cores shared with other jobs (load average 4-7); 24 trainings.
+Result (measured, 3 seeds, depth 32 at init): block-1/block-32 gradient ratio 10^-4.2 (plain MLP), 10^-6.1
+          (plain CNN), 10^+2.4 / 10^+1.9 (BatchNorm MLP / CNN), 10^-0.4 / 10^0.0 (residual, but block 1's gradient
+          grows 10^5 over depth 2), 10^+1.0 / 10^+0.8 (BatchNorm + residual). The claim is refuted: the plain CNN's
+          gradients vanish more than the MLP's; only BatchNorm + residual keeps them within 2 decades in both.
 """
 
 import functools
@@ -109,7 +112,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = train.create_train_state(net, tx, init_rng, ds.example_shape, mesh)
         n = block_grad_norms(state, depth, x, y)
         init_rows.append({"family": f, "variant": v, "depth": depth, "seed": seed, "norms": n.tolist(),
-                          "ratio": float(n[0] / max(n[-1], 1e-30))})
+                          "ratio": float(max(n[0], 1e-30) / max(n[-1], 1e-30))})
 
   trials = [sweep.Trial(f"{f}_{v}_d{d}_s{seed}", _model(config, f, v, d, ds.num_classes), ds, seed, config.train,
                         {"family": f, "variant": v, "depth": d})
@@ -119,7 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, summary = train.fit(t.config, t.model, t.dataset, os.path.join(workdir, "trials", t.name), t.seed)
     n = block_grad_norms(state, t.tags["depth"], x, y)
     records.append({**t.tags, "seed": t.seed, **summary, "trained_norms": n.tolist(),
-                    "trained_ratio": float(n[0] / max(n[-1], 1e-30))})
+                    "trained_ratio": float(max(n[0], 1e-30) / max(n[-1], 1e-30))})
 
   log_ratio = sweep.group([{**r, "lr": np.log10(r["ratio"])} for r in init_rows], ("family", "variant", "depth"), "lr")
   log_ratio_tr = sweep.group([{**r, "lr": np.log10(r["trained_ratio"])} for r in records],
@@ -128,7 +131,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   params = {(r["family"], r["variant"], r["depth"]): r["params"] for r in records}
   deepest = max(config.init_depths)
   lim = np.log10(config.spread)
-  log_first = sweep.group([{**r, "lf": np.log10(r["norms"][0])} for r in init_rows], ("family", "variant", "depth"),
+  log_first = sweep.group([{**r, "lf": np.log10(max(r["norms"][0], 1e-30))} for r in init_rows], ("family", "variant", "depth"),
                           "lf")
   shallow = min(config.init_depths)
   drift = {(f, v, d): float(np.mean(log_first[(f, v, d)]) - np.mean(log_first[(f, v, shallow)]))
