@@ -27,6 +27,7 @@ def _run(name, tmp_path):
   return config, results, md, workdir
 
 
+@pytest.mark.slow  # 1-2 min each on 2 cores: run by .ci/run after the default suite
 def test_translation(tmp_path):
   config, r, md, workdir = _run("translation", tmp_path)
   for f in ("accuracy_vs_shift.png", "equivariance.png"):
@@ -44,6 +45,7 @@ def test_translation(tmp_path):
   assert len(r["records"]) == 5 * config.seeds
 
 
+@pytest.mark.slow  # 1-2 min each on 2 cores: run by .ci/run after the default suite
 def test_spatial_prior(tmp_path):
   config, r, md, _ = _run("spatial_prior", tmp_path)
   # Quick runs read 8x8 digits as 64-sample signals: logistic = 64 * 10 + 10 parameters.
@@ -54,6 +56,7 @@ def test_spatial_prior(tmp_path):
   assert len(r["records"]) == (8 + 4) * config.seeds
 
 
+@pytest.mark.slow  # 1-2 min each on 2 cores: run by .ci/run after the default suite
 def test_pooling(tmp_path):
   config, r, md, _ = _run("pooling", tmp_path)
   helps = r["pool_beats_none"]
@@ -75,6 +78,7 @@ def test_overfitting(tmp_path):
   assert os.path.exists(os.path.join(workdir, "learning_curves.png"))
 
 
+@pytest.mark.slow  # 1-2 min each on 2 cores: run by .ci/run after the default suite
 def test_depth_and_gradients(tmp_path):
   from experiments import depth_and_gradients
   config, r, md, _ = _run("depth_and_gradients", tmp_path)
