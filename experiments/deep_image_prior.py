@@ -47,16 +47,16 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.ema_decay = 0.99          # exponential averaging of the outputs (paper: 0.99)
   c.sigma = 25 / 255          # Gaussian noise std for denoising (image in [0, 1])
   c.drop_fraction = 0.5       # fraction of pixels dropped for inpainting
-  c.fit_steps = 600           # cap on steps for each fitting curve
+  c.fit_steps = 400           # cap on steps for each fitting curve
   c.fit_mse = 0.01            # MSE threshold (20 dB to the target) that defines "fitted"
   c.denoise_steps = 1000      # steps of each denoising fit
-  c.inpaint_steps = 1000      # steps of each inpainting fit
-  c.mlp_width = 64            # width of the per-pixel MLP ablation
+  c.inpaint_steps = 800       # steps of each inpainting fit
+  c.mlp_width = 32            # width of the per-pixel MLP ablation
   c.mlp_depth = 2             # hidden layers of the per-pixel MLP ablation
   c.blur_sigma_max = 4.0      # Gaussian-blur baseline: best of sigma = 0.1, 0.2, ..., blur_sigma_max
   c.curve_every = 10          # keep every n-th step of the curves in results.json / metrics.jsonl
   if quick:
-    c.size, c.width, c.depth, c.code_channels = 32, 8, 2, 8
+    c.size, c.width, c.depth, c.code_channels = 32, 16, 2, 8
     c.num_seeds, c.fit_steps, c.denoise_steps, c.inpaint_steps = 2, 40, 60, 60
     c.mlp_width, c.blur_sigma_max, c.curve_every = 8, 1.0, 5
   c.lock()
@@ -129,7 +129,7 @@ def restoration(config, clean: np.ndarray, task: str, log) -> dict:
              "final_psnr": float(c["psnr"][-1]),
              "ema_final_psnr": float(c["psnr_ema"][-1]), "ema_peak_psnr": float(c["psnr_ema"].max()),
              "num_params": r.num_params, "seconds": r.seconds, "psnr_curve": c["psnr"],
-             "ema_curve": c["psnr_ema"]}
+             "ema_curve": c["psnr_ema"], "final_loss": float(c["loss"][-1])}
       if task == "denoise":
         # Discrepancy principle: stop once the fit is as close to the noisy image as the noise level allows.
         stop = dip.steps_to_reach(c["loss"], config.sigma ** 2)
@@ -162,7 +162,8 @@ def _restoration_rows(res: dict, task: str) -> list[list]:
       rows.append([f"{name}: EMA at that step", _ms(get("stop_ema_psnr")), ""])
     if name.startswith("DIP"):
       rows.append([f"{name}: EMA after all steps", _ms(get("ema_final_psnr")), f"step {res['steps']}"])
-    rows.append([f"{name}: after all steps", _ms(get("final_psnr")), f"step {res['steps']}"])
+    rows.append([f"{name}: after all steps", _ms(get("final_psnr")),
+                 f"step {res['steps']}; MSE to the corrupted image {_ms(get('final_loss'), 5)}"])
   return rows
 
 
@@ -248,7 +249,8 @@ def _strip(res: dict, every: int) -> dict:
   """Results without images, with curves thinned to every n-th step (the JSON stays small)."""
   runs = []
   for run in res["runs"]:
-    nets = {n: {k: (v[::every] if k.endswith("curve") else v) for k, v in r.items()} for n, r in run["nets"].items()}
+    nets = {n: {k: (v[::every].tolist() if k.endswith("curve") else v) for k, v in r.items()}
+            for n, r in run["nets"].items()}
     runs.append({**{k: v for k, v in run.items() if k not in ("images", "nets")}, "nets": nets})
   return {"steps": res["steps"], "curve_every": every, "runs": runs}
 
@@ -317,7 +319,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {"num_params": num_params, "paper_config_params": paper_params, "seconds": seconds,
              "claims": [{"claim": c, "holds": h, "evidence": e} for c, h, e in checks],
              "fitting": {k: {"steps": v["steps"], "final_mse": v["final_mse"],
-                             "loss_curve": [lc[::config.curve_every] for lc in v["loss"]]} for k, v in fit.items()},
+                             "loss_curve": [lc[::config.curve_every].tolist() for lc in v["loss"]]} for k, v in fit.items()},
              "denoise": _strip(den, config.curve_every), "inpaint": _strip(inp, config.curve_every),
              "figures": figures}
   markdown = "\n".join(md)
