@@ -9,8 +9,13 @@ without a spatial prior (free pixels; a per-pixel MLP on z).
 
     python run.py --exp=deep_image_prior
 
-Run time: TBD on 2 CPU cores.
-Result: TBD.
+Run time: ~5 min on 2 shared CPU cores (298 s; ~7,000 steps of the 122k-parameter net at ~30 ms, one compile).
+Seeds: 3 for denoising and inpainting, 1 for the fitting curves (time).
+Result (64 px astronaut, width 32, depth 4): all six claims hold. Steps to MSE 0.01: photo 36 < photo + noise
+86 < shuffled 166 ≈ noise 247. Denoising: input 20.71 dB, DIP peak 25.16 ± 0.12 dB at step 663 ± 65, 24.26 at
+step 1000 (falls as it fits noise), EMA 26.17 ± 0.18, best blur 24.34, free pixels 20.89. Inpainting: masked
+8.32, DIP 25.67 ± 0.49 (EMA 26.52), best blur fill 24.25, free pixels 13.41. The paper's 29.22 dB (2.2M
+parameters, 512 px, 9 images) is not comparable in absolute terms; the qualitative claims reproduce.
 """
 
 import json
@@ -26,6 +31,9 @@ from cnnlab.errors import UserError
 
 PAPER = {"psnr": 29.22, "steps": 1800, "params": 2.2e6, "images": 9}  # Ulyanov et al. 2018, sigma=25 denoising.
 FIT_TARGETS = ("image", "image + noise", "shuffled pixels", "uniform noise")
+STRUCTURE = {"DIP (skip net)": "3x3 convs over 4-5 scales, skips, upsampling",
+             "free pixels": "none: the image itself is the parameter",
+             "per-pixel MLP": "none: 1x1 convs, each pixel sees only its own code"}
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -85,7 +93,7 @@ def _fit(config, net, target, clean, seed, steps, mask=None, reg_noise=True) -> 
 def fitting_curves(config, clean: np.ndarray, log) -> dict:
   """Paper Fig. 2: steps for the skip net to fit each target to MSE <= fit_mse (no input noise)."""
   net = _skip_net(config, clean.shape[-1])
-  out = {name: {"steps": [], "final_mse": [], "loss": []} for name in FIT_TARGETS}
+  out = {name: {"steps": [], "final_mse": [], "loss": [], "noise_mse": []} for name in FIT_TARGETS}
   for i in range(config.fit_seeds):
     seed = config.seed + i
     rng = np.random.default_rng(seed)
@@ -97,6 +105,7 @@ def fitting_curves(config, clean: np.ndarray, log) -> dict:
       out[name]["steps"].append(dip.steps_to_reach(r.curves["loss"], config.fit_mse))
       out[name]["final_mse"].append(float(r.curves["loss"][-1]))
       out[name]["loss"].append(r.curves["loss"])
+      out[name]["noise_mse"].append(float(image_metrics.mse(target, clean)))
       log("fit", name, seed, r.curves)
   return out
 
@@ -287,6 +296,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   dipn = "DIP (skip net)"
   dip_peak = [r["nets"][dipn]["peak_psnr"] for r in den["runs"]]
 
+  dget = lambda net, key: [r["nets"][net][key] for r in den["runs"]]
+  gain_pixels = float(np.mean(dget("free pixels", "peak_psnr")) - np.mean([r["input_psnr"] for r in den["runs"]]))
+  mlp_verb = "fits" if np.mean(dget("per-pixel MLP", "final_loss")) <= config.sigma ** 2 else "does not even fit"
+  floor, below = (float(np.mean(fit["image + noise"][k])) for k in ("noise_mse", "final_mse"))
   fit_rows = [[name, ", ".join(str(s) if s is not None else f">{config.fit_steps}" for s in v["steps"]),
                _ms(v["final_mse"], 5)] for name, v in fit.items()]
   md = [f"# Deep Image Prior: an untrained conv net as the image prior\n",
@@ -295,12 +308,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"parameters** (the paper's width-128, depth-5 net: {paper_params:,}). Adam lr {config.learning_rate:g}, "
         f"input-noise std {config.reg_noise_std:.4g}, EMA decay {config.ema_decay:g}. Seeds: {config.num_seeds} for "
         f"denoising and inpainting (noise draw / mask, net init and code z all change with the seed; mean ± std), "
-        f"{config.fit_seeds} for the fitting curves (they are the slowest part and their ordering is large "
-        f"compared with seed noise). Run time {seconds:.0f} s on {os.cpu_count()} CPU cores.\n",
-        "## Claims\n",
+        f"{config.fit_seeds} for the fitting curves (four fits per seed; one keeps the standard run to a few "
+        f"minutes, `--config.fit_seeds=3` for more). Run time {seconds:.0f} s on {os.cpu_count()} CPU cores.\n",
+        "## Networks\n",
+        reporting.markdown_table(["net", "parameters", "spatial structure"],
+                                 [[n, r["num_params"], STRUCTURE[n]] for n, r in den["runs"][0]["nets"].items()]),
+        "\n## Claims\n",
         reporting.markdown_table(["claim", "holds", "evidence"], [[c, "yes" if h else "no", e] for c, h, e in checks]),
         f"\n## Fitting curves (paper Fig. 2): steps to MSE <= {config.fit_mse:g}, no input noise\n",
         reporting.markdown_table(["target", "steps (per seed)", f"MSE after {config.fit_steps} steps"], fit_rows),
+        f"\nMSE between *image + noise* and the clean photo: {floor:.4f}; fitting below it means fitting noise. "
+        f"After {config.fit_steps} steps the net's MSE to it is {below:.4f}, "
+        f"{'below' if below < floor else 'still above'} that floor.\n",
         f"\n## Denoising, sigma = {config.sigma * 255:.0f}/255: PSNR to the clean image (dB)\n",
         reporting.markdown_table(["method", "PSNR", "note"], _restoration_rows(den, "denoise")),
         f"\n## Inpainting, {config.drop_fraction:.0%} of pixels dropped: PSNR to the clean image (dB)\n",
@@ -314,11 +333,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"\nOur net has {paper_params / num_params:.0f}x fewer parameters and our images have "
         f"{(512 / config.size) ** 2:.0f}x fewer pixels; at {config.size} px a photo holds more detail per pixel, "
         "so absolute PSNRs are not comparable with the paper's. The oracle rows pick the step or blur width with "
-        "the clean image and are upper bounds; the sigma^2 stopping rule and the EMA use only the noisy image.\n",
+        "the clean image and are upper bounds; the sigma^2 stopping rule and the EMA use only the noisy image. "
+        f"The ablations show what is left without spatial structure: free pixels fit the noisy image (MSE "
+        f"{_ms(dget('free pixels', 'final_loss'), 5)}) and gain {gain_pixels:+.2f} dB over it at best; the per-pixel "
+        f"MLP, seeing one random code vector per pixel, {mlp_verb} it in {den['steps']} steps (MSE "
+        f"{_ms(dget('per-pixel MLP', 'final_loss'), 5)}).\n",
         "\n" + "\n".join(f"![{f}]({f})" for f in figures) + "\n"]
   results = {"num_params": num_params, "paper_config_params": paper_params, "seconds": seconds,
              "claims": [{"claim": c, "holds": h, "evidence": e} for c, h, e in checks],
-             "fitting": {k: {"steps": v["steps"], "final_mse": v["final_mse"],
+             "fitting": {k: {"steps": v["steps"], "final_mse": v["final_mse"], "mse_to_clean": v["noise_mse"],
                              "loss_curve": [lc[::config.curve_every].tolist() for lc in v["loss"]]} for k, v in fit.items()},
              "denoise": _strip(den, config.curve_every), "inpaint": _strip(inp, config.curve_every),
              "figures": figures}
