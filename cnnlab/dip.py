@@ -110,7 +110,9 @@ def fit(model: nn.Module, target: np.ndarray, clean: np.ndarray, *, steps: int, 
         chunk: int = 100) -> FitResult:
   """Fits `model(z)` to `target` for `steps` Adam steps from a seed-determined init and code z."""
   start = time.time()
-  rng = jax.random.key(seed)
+  # rbg keys: with threefry, XLA:CPU took 21.5 s (vs 4.5 s) to compile the jitted init of a 9k-parameter skip
+  # net and 18 s (vs 11 s) for its step; rbg streams are just as reproducible for a given seed and backend.
+  rng = jax.random.key(seed, impl="rbg")
   init_rng, code_rng, noise_rng = jax.random.split(rng, 3)
   z = input_code(code_rng, target.shape[0], code_channels)
   state = create_state(model, z, init_rng, learning_rate, reg_noise_std, ema_decay)
