@@ -9,14 +9,15 @@ without a spatial prior (free pixels; a per-pixel MLP on z).
 
     python run.py --exp=deep_image_prior
 
-Run time: ~5-6 min on 2 CPU cores shared with other jobs (298 s and 333 s: ~7,000 steps of the 122k-parameter
-net at 30-40 ms, one compile); 74 s on one H100 (same verdicts, PSNRs within 0.1 dB).
+Run time: ~5 min on 2 CPU cores shared with other jobs (290 s: ~7,000 steps of the 122k-parameter net at
+30-40 ms, one compile per net). A pre-rbg-key version ran in 74 s on one H100 with the same six verdicts.
 Seeds: 3 for denoising and inpainting, 1 for the fitting curves (time).
-Result (64 px astronaut, width 32, depth 4): all six claims hold. Steps to MSE 0.01: photo 36 < photo + noise
-86 < shuffled 166 ≈ noise 247. Denoising: input 20.71 dB, DIP peak 25.16 ± 0.12 dB at step 663 ± 65, 24.26 at
-step 1000 (falls as it fits noise), EMA 26.17 ± 0.18, best blur 24.34, free pixels 20.89. Inpainting: masked
-8.32, DIP 25.67 ± 0.49 (EMA 26.52), best blur fill 24.25, free pixels 13.41. The paper's 29.22 dB (2.2M
-parameters, 512 px, 9 images) is not comparable in absolute terms; the qualitative claims reproduce.
+Result (64 px astronaut, width 32, depth 4; CPU): all six claims hold. Steps to MSE 0.01: photo 34 < photo +
+noise 86 < shuffled 169 ≈ noise 262. Denoising: input 20.71 dB, DIP peak 25.12 ± 0.07 dB at step 656 ± 37,
+24.19 ± 0.26 at step 1000 (falls as it fits noise), EMA 26.12 ± 0.15, sigma^2 stopping rule 24.33 ± 0.14, best
+blur 24.34, free pixels 20.89. Inpainting: masked 8.32, DIP 25.52 ± 0.31 (EMA 26.43 ± 0.37), best blur fill
+24.25, free pixels 13.41. The paper's 29.22 dB (2.2M parameters, ~512 px, 9 images) is not comparable in
+absolute terms; the qualitative claims reproduce at this scale.
 """
 
 import json
@@ -345,7 +346,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {"num_params": num_params, "paper_config_params": paper_params, "seconds": seconds,
              "claims": [{"claim": c, "holds": h, "evidence": e} for c, h, e in checks],
              "fitting": {k: {"steps": v["steps"], "final_mse": v["final_mse"], "mse_to_clean": v["noise_mse"],
-                             "loss_curve": [lc[::config.curve_every].tolist() for lc in v["loss"]]} for k, v in fit.items()},
+                             "loss_curve": [lc[::config.curve_every].tolist() for lc in v["loss"]]}
+                         for k, v in fit.items()},
              "denoise": _strip(den, config.curve_every), "inpaint": _strip(inp, config.curve_every),
              "figures": figures}
   markdown = "\n".join(md)
