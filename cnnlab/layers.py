@@ -60,6 +60,18 @@ def flatten(x: jax.Array) -> jax.Array:
   return x.reshape(x.shape[0], -1)
 
 
+HEADS = ("flatten", "gap")
+
+
+def head_features(x: jax.Array, head: str) -> jax.Array:
+  """Feature map -> vector for the classifier: 'flatten' (keeps position) or 'gap' (global average pool)."""
+  if head == "gap":
+    return global_avg_pool(x)
+  if head == "flatten":
+    return flatten(x)
+  raise UserError(f"unknown head {head!r}; use one of {HEADS}")
+
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu, "tanh": jnp.tanh, "gelu": nn.gelu, "sigmoid": nn.sigmoid, "identity": lambda x: x,
 }

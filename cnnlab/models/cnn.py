@@ -41,12 +41,7 @@ class CNN(nn.Module):
                     name=f"conv{i}")(x)
       x = layers.activation(self.act)(x)
       x = layers.pool(x, self.pool)
-    if self.head == "gap":
-      x = layers.global_avg_pool(x)
-    elif self.head == "flatten":
-      x = layers.flatten(x)
-    else:
-      raise UserError(f"unknown head {self.head!r}; use 'flatten' or 'gap'")
+    x = layers.head_features(x, self.head)
     for i, width in enumerate(self.hidden):
       x = layers.activation(self.act)(nn.Dense(width, name=f"dense{i}")(x))
     return nn.Dense(self.num_classes, name="head")(x)

@@ -49,10 +49,5 @@ class PoolNet(nn.Module):
     for i, width in enumerate(self.features):
       x = layers.Conv(width, (self.kernel_size,) * d, strides=(stride,) * d, padding=self.padding, name=f"conv{i}")(x)
       x = downsample(nn.relu(x), self.downsample)
-    if self.head == "gap":
-      x = layers.global_avg_pool(x)
-    elif self.head == "flatten":
-      x = layers.flatten(x)
-    else:
-      raise UserError(f"unknown head {self.head!r}; use 'flatten' or 'gap'")
+    x = layers.head_features(x, self.head)
     return nn.Dense(self.num_classes, name="head")(x)
