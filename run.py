@@ -43,6 +43,32 @@ def check_config_keys(argv: list[str], config) -> None:
         raise UserError(f"unknown config field {key!r} for experiment {FLAGS.exp!r}{hint}")
 
 
+def _fits(got, want) -> bool:
+  """True if `got` may stand where the default `want` is (an int may stand for a float, a bool for nothing else)."""
+  if isinstance(want, bool) or isinstance(got, bool):
+    return isinstance(got, bool) and isinstance(want, bool)
+  if isinstance(want, float):
+    return isinstance(got, (int, float))
+  return isinstance(got, type(want))
+
+
+def check_config_types(default, parsed, prefix: str = "") -> None:
+  """Rejects overrides whose type differs from the declared default's, element by element for tuples.
+
+  ml_collections checks a field's top-level type, but `--config.fractions=nan` still parses to the tuple `('nan',)`.
+  """
+  from cnnlab.errors import UserError  # pylint: disable=g-import-not-at-top
+  for key, want in default.items():
+    got, name = parsed[key], f"{prefix}{key}"
+    if hasattr(want, "items"):
+      check_config_types(want, got, f"{name}.")
+    elif isinstance(want, (tuple, list)) and want:
+      if not isinstance(got, (tuple, list)) or not all(any(_fits(g, w) for w in want) for g in got):
+        raise UserError(f"--config.{name} must be a tuple like {tuple(want)!r}, got {got!r}")
+    elif want is not None and got is not None and not _fits(got, want):
+      raise UserError(f"--config.{name} must be a {type(want).__name__} like {want!r}, got {got!r}")
+
+
 def main(argv: list[str]) -> int:
   import experiments  # pylint: disable=g-import-not-at-top
   from cnnlab import runner  # pylint: disable=g-import-not-at-top
@@ -61,6 +87,7 @@ def main(argv: list[str]) -> int:
     check_config_keys(argv, config)
     config_flags.DEFINE_config_dict("config", config, lock_config=True)
     FLAGS(argv)
+    check_config_types(module.get_config(quick=FLAGS.quick), FLAGS.config)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     return fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
   except UserError as e:

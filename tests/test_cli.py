@@ -34,6 +34,9 @@ def test_list_shows_every_experiment_with_its_claim():
       "--config.data.data_dir={tmp}/tfds", "--workdir={tmp}/d"], "'mnist' is not prepared"),
     (["--exp=weight_sharing", "--quick", "--config.data.name=digitz", "--workdir={tmp}/u"], "unknown dataset"),
     (["--exp=weight_sharing", "--workdir=/proc/cannot_write_here"], "cannot write to workdir"),
+    (["--exp=weight_sharing", "--config.train_fractions=nan"], "train_fractions must be a tuple like"),
+    (["--exp=weight_sharing", "--config.features=(4,2.5)"], "features must be a tuple like"),
+    (["--exp=weight_sharing", "--quick", "--config.features=(-1,)", "--workdir={tmp}/f"], "must be positive"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, expected, tmp_path):
   proc = run_cli(*[a.format(tmp=tmp_path) for a in args])

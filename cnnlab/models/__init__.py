@@ -16,6 +16,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from cnnlab.errors import UserError
 from cnnlab.registry import Registry, import_submodules
 
 MODELS: Registry = Registry("model")
@@ -23,8 +24,17 @@ register = MODELS.register
 
 
 def create(name: str, **kwargs: Any) -> nn.Module:
-  """Builds the registered model `name` with keyword overrides."""
+  """Builds the registered model `name` with keyword overrides; layer sizes must be positive."""
+  for key, value in kwargs.items():
+    sizes = value if isinstance(value, (tuple, list)) else (value,)
+    if any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in sizes) and key in _SIZE_ARGS:
+      raise UserError(f"model {name!r}: {key} must be positive integers, got {value!r}")
   return MODELS.get(name)(**kwargs)
+
+
+# Keyword arguments that are layer widths, depths or window sizes (checked by `create`).
+_SIZE_ARGS = frozenset({"features", "hidden", "kernel_size", "window", "width", "depth", "channels", "num_classes",
+                        "stride", "strides", "pool_size", "num_layers", "dilation"})
 
 
 import_submodules(__name__)
