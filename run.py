@@ -98,7 +98,12 @@ def main(argv: list[str]) -> int:
   preemption.install()  # from here on, SIGTERM/SIGINT checkpoint at the next step instead of killing
   if FLAGS.distributed or FLAGS.coordinator_address:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  workdir = FLAGS.workdir or runner.default_workdir(FLAGS.exp)
+  if FLAGS.workdir:
+    workdir = FLAGS.workdir
+  elif hasattr(module, "default_workdir"):  # e.g. the report reuses one workdir per mode
+    workdir = module.default_workdir(FLAGS.config)
+  else:
+    workdir = runner.default_workdir(FLAGS.exp)
   print(f"cnnlab: {FLAGS.exp} on {jax.device_count()} device(s) {jax.devices()} "
         f"(process {jax.process_index()} of {jax.process_count()}); workdir {workdir}")
   resume = " ".join(["python", *argv] + ([] if FLAGS.workdir else [f"--workdir={workdir}"]))

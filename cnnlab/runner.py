@@ -5,6 +5,7 @@ import json
 import os
 import time
 from types import ModuleType
+from typing import Sequence
 
 import jax
 import ml_collections
@@ -17,8 +18,17 @@ def default_workdir(exp_name: str) -> str:
   return os.path.join("runs", exp_name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates `workdir` and writes config.json; refuses a workdir holding a different config."""
+def config_dict(config: ml_collections.ConfigDict) -> dict:
+  """The config as config.json stores it."""
+  return json.loads(config.to_json_best_effort())
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, volatile: Sequence[str] = ()) -> None:
+  """Creates `workdir` and writes config.json; refuses a workdir holding a different config.
+
+  Fields named in `volatile` (presentation options that do not change what is computed) may differ:
+  config.json is then rewritten.
+  """
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_test_{os.getpid()}")
@@ -28,20 +38,20 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   except OSError as e:
     raise UserError(f"cannot write to workdir {workdir!r}: {e.strerror}") from None
   path = os.path.join(workdir, "config.json")
-  new = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    old = reporting.read_json(path)
-    if old != new:
-      changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  new = config_dict(config)
+  old = reporting.read_json(path) if os.path.exists(path) else None
+  if old is not None:
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if set(changed) - set(volatile):
       raise UserError(f"workdir {workdir!r} holds a run with a different config (fields {', '.join(changed)}); "
                       "use a new --workdir")
-  else:
+  if old != new:
     reporting.write_json(path, new)
 
 
 def run_experiment(module: ModuleType, config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs `module.run(config, workdir)` unless results.json says the run already finished."""
-  prepare_workdir(workdir, config)
+  prepare_workdir(workdir, config, getattr(module, "VOLATILE_FIELDS", ()))
   results_path = os.path.join(workdir, "results.json")
   if os.path.exists(results_path):
     print(f"Finished run found in {workdir}; not re-running (results.md holds its table).")

@@ -26,3 +26,19 @@ def from_counts(held: int, total: int) -> str:
   if total == 0:
     raise ValueError("no cases to judge")
   return SUPPORTED if held == total else REFUTED if held == 0 else PARTLY
+
+
+def from_flag(holds: bool) -> str:
+  """'supported' if the measured condition holds, else 'refuted'."""
+  return SUPPORTED if holds else REFUTED
+
+
+def about(computed: float, claimed: float, rel_tol: float) -> str:
+  """'supported' if `computed` is within `rel_tol` (relative) of `claimed`, else 'refuted'."""
+  return from_flag(abs(computed / claimed - 1.0) <= rel_tol)
+
+
+def count_true(flags) -> tuple[int, int]:
+  """(number of true values, number of values) of a dict or sequence of booleans."""
+  values = list(flags.values()) if hasattr(flags, "values") else list(flags)
+  return sum(bool(v) for v in values), len(values)

@@ -18,7 +18,7 @@ import skimage.color
 import skimage.data
 import skimage.feature
 
-from cnnlab import kernels, reporting
+from cnnlab import kernels, ledger, reporting, verdicts
 from cnnlab.errors import UserError
 
 
@@ -225,3 +225,30 @@ def _markdown(results: dict, config: ml_collections.ConfigDict) -> str:
       f"\n## Edges and corners on the checkerboard (within {config.match_radius:g} px)\n", board,
       "\nFigures: " + ", ".join(results["figures"]),
   ])
+
+
+def _judge_gaussian(results: dict) -> ledger.Finding:
+  gains = {n: max(p["psnr"].values()) - p["psnr_noisy"] for n, p in results["photos"].items()}
+  held = sum(g > 0 for g in gains.values())
+  return ledger.Finding("PSNR gain of the best Gaussian: " + ", ".join(f"{n} {g:+.1f} dB" for n, g in gains.items()),
+                        verdicts.from_counts(held, len(gains)))
+
+
+def _judge_edges_corners(results: dict) -> ledger.Finding:
+  cb = results["checkerboard"]
+  scores = [cb["edge_precision"], cb["edge_recall"], cb["corner_precision"], cb["corner_recall"]]
+  held = sum(s >= 0.9 for s in scores)
+  return ledger.Finding(f"checkerboard: Sobel edges precision/recall {cb['edge_precision']:.2f}/{cb['edge_recall']:.2f}, "
+                        f"Harris corners {cb['corner_precision']:.2f}/{cb['corner_recall']:.2f} "
+                        f"({cb['true_corners']} true corners)", verdicts.from_counts(held, len(scores)))
+
+
+CLAIMS = [
+    ledger.Claim("gaussian_denoises", "A Gaussian kernel in the conv op removes noise from a photo.",
+                 "classic image processing; CNN explainers", "PSNR to the clean photo before and after the best "
+                 "Gaussian blur, per photo; supported if it rises on every photo", _judge_gaussian),
+    ledger.Claim("derivative_kernels", "Derivative kernels (Sobel) find edges, and the structure tensor built from "
+                 "them (Harris) finds corners.", "Sobel; Harris & Stephens 1988; CNN explainers",
+                 "precision and recall (within 2 px) of edges and corners on a checkerboard with known grid; "
+                 "each >= 0.9 counts", _judge_edges_corners),
+]

@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 
 from cnnlab import conv_arithmetic as ca
-from cnnlab import reporting
+from cnnlab import ledger, reporting, verdicts
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -202,3 +202,26 @@ def _markdown(results: dict, config: ml_collections.ConfigDict) -> str:
       f"{len(sw['mismatches'])} mismatches (see results.json)")
   return "\n".join(["# Convolution arithmetic\n", "## Worked examples\n", examples,
                     f"\n## Sweep ({grid}): {verdict}\n", rel, "", other])
+
+
+def _judge_arithmetic(results: dict) -> ledger.Finding:
+  sweep = results["sweep"]
+  groups = [*sweep["by_relation"].values(), sweep["transposed"], sweep["transpose_of_conv"], sweep["named_paddings"]]
+  cases, agree = sum(g["cases"] for g in groups), sum(g["agree"] for g in groups)
+  seeds = results["seed_examples"]
+  # A worked example agrees when the predicted size is measured, or when an impossible geometry (predicted as
+  # an error) gives lax an empty output.
+  seed_ok = sum(e["predicted"] == e["measured"] if isinstance(e["predicted"], int) else e["measured"] <= 0
+                for e in seeds)
+  empty = sweep["impossible"]
+  return ledger.Finding(f"{agree:,}/{cases:,} swept shapes predicted exactly (plus {seed_ok}/{len(seeds)} textbook "
+                        f"examples; {empty['lax_empty']}/{empty['cases']} impossible geometries refused)",
+                        verdicts.from_counts(agree + seed_ok + empty["lax_empty"], cases + len(seeds) + empty["cases"]))
+
+
+CLAIMS = [
+    ledger.Claim("conv_arithmetic", "Output sizes follow o = floor((i + 2p - k')/s) + 1 with k' = k + (k-1)(d-1), "
+                 "and o' = s(i'-1) + a + k' - 2p for transposed convolutions ('same' padding keeps i/s).",
+                 "Dumoulin & Visin 2016", "cnnlab.conv_arithmetic's prediction vs the shape of the real lax / flax "
+                 "op over a grid of (i, k, s, p, d)", _judge_arithmetic),
+]

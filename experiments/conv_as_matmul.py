@@ -19,7 +19,7 @@ import numpy as np
 import scipy.signal
 import skimage.data
 
-from cnnlab import conv_ops, reporting
+from cnnlab import conv_ops, ledger, reporting, verdicts
 from cnnlab.errors import UserError
 
 # name -> (input shape without batch, kernel shape, strides, padding, rhs dilation, groups).
@@ -180,3 +180,46 @@ def _markdown(results: dict) -> str:
       "## CNN \"convolution\" is cross-correlation (camera photo, asymmetric 3x3 kernel)\n", corr,
       f"\n## Time on {results['backend']} (median; direct = one call of the numpy loop)\n", tm,
   ])
+
+
+_AGREE_TOL = 1e-4  # float32 agreement: inputs and kernels are O(1), so rounding stays far below this
+
+
+def _judge_dot_products(results: dict) -> ledger.Finding:
+  worst = max(max(r["im2col_vs_direct"], r["lax_vs_direct"]) for r in results["agreement"])
+  dp = results["dot_product"]
+  dp_err = abs(dp["dot_product"] - dp["conv_output"])
+  return ledger.Finding(f"im2col matmul and lax conv equal the direct sum to {worst:.1e} on "
+                        f"{len(results['agreement'])} cases; one output minus its dot product: {dp_err:.1e}",
+                        verdicts.from_flag(worst < _AGREE_TOL and dp_err < _AGREE_TOL))
+
+
+def _judge_correlation(results: dict) -> ledger.Finding:
+  rows = {(r["ours"].split(" ")[0], r["scipy"]): r["max_abs_diff"] for r in results["correlation"]}
+  corr, conv = rows[("conv_lax", "correlate2d")], rows[("conv_lax", "convolve2d")]
+  return ledger.Finding(f"cnnlab conv vs scipy correlate2d {corr:.1e}, vs convolve2d {conv:.2f}",
+                        verdicts.from_flag(corr < _AGREE_TOL < conv))
+
+
+def _judge_parallel(results: dict) -> ledger.Finding:
+  speedups = {r["layer"]: r["direct_s"] / min(r["im2col_s"], r["lax_s"]) for r in results["timing"]}
+  held = sum(s >= 5 for s in speedups.values())
+  return ledger.Finding(f"best of im2col/lax vs a direct loop: {min(speedups.values()):.0f}-"
+                        f"{max(speedups.values()):.0f}x faster ({results['backend']}, batch 8)",
+                        verdicts.from_counts(held, len(speedups)))
+
+
+CLAIMS = [
+    ledger.Claim("conv_as_dot_products", "A conv layer computes dot products of the filter with image patches, i.e. "
+                 "one matrix multiplication after im2col.", "CS231n notes; Goodfellow et al. 2016, ch. 9",
+                 f"max abs difference of im2col-matmul and lax conv from a direct float64 sum < {_AGREE_TOL:g}",
+                 _judge_dot_products),
+    ledger.Claim("conv_is_correlation", "What deep-learning libraries call convolution is cross-correlation (the "
+                 "kernel is not flipped).", "Goodfellow et al. 2016, ch. 9.1",
+                 f"cnnlab's conv equals scipy.signal.correlate2d (< {_AGREE_TOL:g}) and differs from convolve2d",
+                 _judge_correlation),
+    ledger.Claim("efficient_parallel", "Convolution maps onto efficient parallel hardware primitives (one big "
+                 "matrix multiplication / a fused conv kernel).", "CNN explainers (GPU training of AlexNet)",
+                 "time of the best of im2col+matmul and lax conv vs a direct loop, per layer; supported if >= 5x "
+                 "faster on every layer", _judge_parallel),
+]

@@ -9,14 +9,14 @@ Result: every claim checks out except "a dense layer of 10,000 neurons on a 256x
 and 1,135M. XLA's own FLOP count of each layer equals 2 x (multiply-adds on non-padding inputs) + bias adds.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
-from cnnlab import analysis, flops, models, reporting
+from cnnlab import analysis, flops, ledger, models, reporting, verdicts
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -88,25 +88,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tol = config.about_tolerance
   claims = []
 
-  def claim(text, kind, claimed, computed):
-    claims.append({"claim": text, "kind": kind, "claimed": claimed, "computed": computed,
+  def claim(text, kind, claimed, computed, key=""):  # `key` names the claims the ledger (CLAIMS below) reads
+    claims.append({"id": key, "claim": text, "kind": kind, "claimed": claimed, "computed": computed,
                    "verdict": verdict(kind, claimed, computed, tol)})
 
   side = 224 * 224 * 3
   dense_w, _ = _weights_and_biases(nn.Dense(side), (1, side))
   conv_w, _ = _weights_and_biases(nn.Conv(3, (11, 11), use_bias=False), (1, 224, 224, 3))
-  claim("dense 224x224x3 -> 224x224x3 has 150,528^2 weights", "exact", 150_528 ** 2, dense_w)
-  claim("11x11 conv, 3 -> 3 channels, has 1,089 weights (any image size)", "exact", 1_089, conv_w)
+  claim("dense 224x224x3 -> 224x224x3 has 150,528^2 weights", "exact", 150_528 ** 2, dense_w, "dense_224")
+  claim("11x11 conv, 3 -> 3 channels, has 1,089 weights (any image size)", "exact", 1_089, conv_w, "conv_11x11")
   inputs = int(np.prod((256, 256, 3)))
   big_w, _ = _weights_and_biases(nn.Dense(10_000), (1, inputs))
   claim("a 256x256x3 image is 196,608 inputs", "exact", 196_608, inputs)
-  claim("dense layer of 10,000 neurons on it has more than 10 billion weights", "more_than", 10_000_000_000, big_w)
+  claim("dense layer of 10,000 neurons on it has more than 10 billion weights", "more_than", 10_000_000_000, big_w,
+        "ten_billion")
   for side_px, k in ((18, 3), (100, 5)):
     neuron_w, _ = _weights_and_biases(nn.Dense(1), (1, side_px * side_px))
     filt_w, filt_b = _weights_and_biases(nn.Conv(1, (k, k)), (1, side_px, side_px, 1))
-    claim(f"{side_px}x{side_px} input: {side_px ** 2:,} weights per dense neuron", "exact", side_px ** 2, neuron_w)
+    claim(f"{side_px}x{side_px} input: {side_px ** 2:,} weights per dense neuron", "exact", side_px ** 2, neuron_w,
+          f"dense_{side_px}")
     claim(f"{side_px}x{side_px} input: {k * k} weights (+1 bias) per {k}x{k} filter", "exact", k * k + 1,
-          filt_w + filt_b)
+          filt_w + filt_b, f"filter_{side_px}")
 
   a_shape = (1, config.alexnet_input, config.alexnet_input, 3)
   alex = _model_rows("alexnet", a_shape, config.xla_check)
@@ -115,9 +117,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   alex_params = sum(p["params"] for p in alex_table)
   alex_weights = sum(int(np.prod(shape)) for p in alex_table for k, shape in p["shapes"].items() if k == "kernel")
   claim("AlexNet (grouped, 227x227x3) has 60,965,224 parameters", "exact", 60_965_224, alex_params)
-  claim("AlexNet has about 60 million weights", "about", 60_000_000, alex_weights)
-  claim("AlexNet has about 650,000 neurons", "about", 650_000, _sum(alex, "neurons"))
-  claim("AlexNet has about 300,000 neurons in the first layer", "about", 300_000, alex[0]["neurons"])
+  claim("AlexNet has about 60 million weights", "about", 60_000_000, alex_weights, "alexnet_weights")
+  claim("AlexNet has about 650,000 neurons", "about", 650_000, _sum(alex, "neurons"), "alexnet_neurons")
+  claim("AlexNet has about 300,000 neurons in the first layer", "about", 300_000, alex[0]["neurons"],
+        "alexnet_conv1_neurons")
 
   l_shape = (1, config.lenet_input, config.lenet_input, 1)
   lenet = _model_rows("lenet5", l_shape, config.xla_check)
@@ -131,7 +134,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for name, shape in (("alexnet", a_shape), ("alexnet_ungrouped", a_shape), ("lenet5", l_shape)):
       totals[name]["xla_flops_whole_model"] = _whole_model_xla_flops(name, shape)
 
-  results = {"claims": claims, "alexnet": alex, "alexnet_ungrouped": alex_u, "lenet5": lenet, "totals": totals}
+  results = {"about_tolerance": tol, "claims": claims, "alexnet": alex, "alexnet_ungrouped": alex_u, "lenet5": lenet, "totals": totals}
   reporting.write_results(workdir, results, _markdown(results, config))
   return results
 
@@ -184,3 +187,49 @@ def _markdown(results: dict, config: ml_collections.ConfigDict) -> str:
         ["model", "MACs (conv + dense)", "2·MACs", "XLA FLOPs, whole model"],
         [[n, v["macs"], 2 * v["macs"], _fmt(v["xla_flops_whole_model"])] for n, v in t.items()]))
   return "\n".join(md)
+
+
+def _by_id(results: dict, key: str) -> dict:
+  return next(c for c in results["claims"] if c["id"] == key)
+
+
+def _judge_dense_vs_conv(results: dict) -> ledger.Finding:
+  rows = [_by_id(results, k) for k in ("dense_224", "conv_11x11", "dense_18", "filter_18", "dense_100", "filter_100")]
+  held = sum(r["computed"] == r["claimed"] for r in rows)
+  dense, conv = rows[0]["computed"], rows[1]["computed"]
+  return ledger.Finding(f"{held}/{len(rows)} counts exact; dense 224x224x3 layer {dense:,} weights vs "
+                        f"{conv:,} for an 11x11 conv ({dense / conv:.2g}x)", verdicts.from_counts(held, len(rows)))
+
+
+def _judge_ten_billion(results: dict) -> ledger.Finding:
+  r = _by_id(results, "ten_billion")
+  return ledger.Finding(f"{r['computed']:,} weights ({r['claimed'] / r['computed']:.2g}x fewer than claimed)",
+                        verdicts.from_flag(r["computed"] > r["claimed"]))
+
+
+def _judge_about(key: str, what: str) -> Callable[[dict], ledger.Finding]:
+  def judge(results: dict) -> ledger.Finding:
+    r = _by_id(results, key)
+    return ledger.Finding(f"{r['computed']:,} {what} ({r['computed'] / r['claimed'] - 1:+.1%})",
+                          verdicts.about(r["computed"], r["claimed"], results["about_tolerance"]))
+  return judge
+
+
+_WIKI = "Wikipedia, 'Convolutional neural network'"
+CLAIMS = [
+    ledger.Claim("dense_vs_conv_weights", "A dense layer needs a weight per input pixel per neuron (150,528² for a "
+                 "224x224x3 image, 10,000 per neuron at 100x100) where a shared filter needs k² (1,089 for 11x11x3x3, "
+                 "25 for 5x5).", f"{_WIKI}; CNN explainers", "parameter counts of real linen layers (jax.eval_shape) "
+                 "equal the claimed counts exactly", _judge_dense_vs_conv),
+    ledger.Claim("ten_billion_weights", "A dense layer of 10,000 neurons on a 256x256x3 image has more than 10 billion "
+                 "weights.", "a CNN explainer (seed text)", "weights of nn.Dense(10,000) on 196,608 inputs > 1e10",
+                 _judge_ten_billion),
+    ledger.Claim("alexnet_60m_weights", "AlexNet has about 60 million weights.", "Krizhevsky et al. 2012",
+                 "kernel weights of the grouped AlexNet linen model within the about-tolerance (10%) of 60M",
+                 _judge_about("alexnet_weights", "weights")),
+    ledger.Claim("alexnet_650k_neurons", "AlexNet has about 650,000 neurons.", "Krizhevsky et al. 2012",
+                 "activations of every conv/dense layer within 10% of 650,000", _judge_about("alexnet_neurons",
+                                                                                              "neurons")),
+    ledger.Claim("alexnet_300k_first_layer", "AlexNet's first layer has about 300,000 neurons.", "CNN explainers",
+                 "conv1 activations (55x55x96) within 10% of 300,000", _judge_about("alexnet_conv1_neurons", "neurons")),
+]

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cnnlab import analysis, data, models, reporting, train
+from cnnlab import analysis, data, ledger, models, reporting, train, verdicts
 from cnnlab import receptive_field as rfl
 from cnnlab.errors import UserError
 from cnnlab.receptive_field import Layer
@@ -238,3 +238,32 @@ def _markdown(results: dict, config: ml_collections.ConfigDict) -> str:
          f"\nVerdict: {e['verdict']}.",
          "\nFigures: " + ", ".join(results["figures"])]
   return "\n".join(md)
+
+
+def _judge_formula(results: dict) -> ledger.Finding:
+  rows = [r for stack in results["per_layer"].values() for r in stack]
+  held = sum(r["rf"] == r["measured_rf"] for r in rows)
+  ends = ", ".join(f"{name.split(' ')[0]} {stack[-1]['rf']} px" for name, stack in results["per_layer"].items())
+  return ledger.Finding(f"{held}/{len(rows)} layers: analytic field = gradient support ({ends})",
+                        verdicts.from_counts(held, len(rows)))
+
+
+def _judge_dilation(results: dict) -> ledger.Finding:
+  deepest = results["dilation"][-1]
+  plain, dilated = deepest["plain"], deepest["dilated"]
+  exponential = all(r["dilated"]["measured_rf"] == 2 ** (r["depth"] + 1) - 1 for r in results["dilation"])
+  same_params = all(r["dilated"]["params"] == r["plain"]["params"] for r in results["dilation"])
+  return ledger.Finding(f"depth {deepest['depth']}: {dilated['measured_rf']} px dilated vs {plain['measured_rf']} px "
+                        f"plain, same {plain['params']:,} params; 2^(L+1)-1 at every depth: {exponential}",
+                        verdicts.from_flag(exponential and same_params and dilated["measured_rf"] > plain["measured_rf"]))
+
+
+CLAIMS = [
+    ledger.Claim("receptive_field_formula", "A unit's receptive field grows as rf_l = rf_(l-1) + (k_l - 1) "
+                 "jump_(l-1) through conv and pooling layers.", "Dumoulin & Visin 2016; Araujo et al. 2019",
+                 "analytic field vs the non-zero region of the gradient of one output unit, every layer of "
+                 "AlexNet, VGG-16 and cnnlab's CNN", _judge_formula),
+    ledger.Claim("dilation_grows_field", "Dilated convolutions grow the receptive field exponentially with depth "
+                 "at no extra parameters.", "Yu & Koltun 2016", "measured field of 3x3 stacks with dilation "
+                 "doubling per layer vs undilated, same parameter count", _judge_dilation),
+]

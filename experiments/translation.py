@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnnlab import blurpool, data, models, reporting, shift, sweep, train, verdicts
+from cnnlab import blurpool, data, ledger, models, reporting, shift, sweep, train, verdicts
 
 MODEL_LABELS = {"mlp": "MLP", "lcn": "LCN (flatten head)", "cnn_flat": "CNN, max pool, flatten head",
                 "cnn_gap": "CNN, max pool, GAP head", "cnn_gap_blur": "CNN, max-blur pool, GAP head"}
@@ -258,3 +258,56 @@ def _plot(workdir, config, nets, acc, err) -> None:
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
   reporting.save_figure(fig, workdir, "equivariance")
+
+
+def _judge_equivariance(results: dict) -> ledger.Finding:
+  err = results["equivariance"]
+  stacks = dict.fromkeys(k.split(" / ")[0] for k in err)  # probe stacks present, in order
+  means = {st: float(np.mean([np.mean(v) for k, v in err.items() if k.startswith(f"{st} / CIRCULAR")]))
+           for st in stacks}
+  return ledger.Finding("relative error of circular-padded random conv stacks: " + ", ".join(
+      f"{st} {e:.1e}" if e < 1e-3 else f"{st} {e:.2f}" for st, e in means.items()) + " (exact only without "
+      "subsampling)", results["verdict_equivariance"])
+
+
+_SHORT = {"mlp": "MLP", "lcn": "LCN", "cnn_flat": "CNN+flatten", "cnn_gap": "CNN+GAP", "cnn_gap_blur": "CNN+GAP+BlurPool"}
+
+
+def _kept(results: dict, models_) -> str:
+  max_shift = max(int(k.split("@")[1]) for k in results["accuracy_vs_shift"])
+  return (f"fraction of accuracy kept under 1-{max_shift} px shifts: "
+          + ", ".join(f"{_SHORT[m]} {np.mean(results['robustness'][m]):.2f}" for m in models_))
+
+
+def _judge_pooling_invariance(results: dict) -> ledger.Finding:
+  return ledger.Finding(_kept(results, list(results["robustness"])), results["verdict_pooling_invariance"])
+
+
+def _judge_anywhere(results: dict) -> ledger.Finding:
+  return ledger.Finding(_kept(results, ("cnn_flat", "cnn_gap", "cnn_gap_blur")), results["verdict_recognise_anywhere"])
+
+
+def _judge_blurpool(results: dict) -> ledger.Finding:
+  c = results["consistency"]
+  return ledger.Finding(f"shift consistency {reporting.fmt_mean_std(c['cnn_gap'], 100)} % (max pool) vs "
+                        f"{reporting.fmt_mean_std(c['cnn_gap_blur'], 100)} % (max-blur pool)",
+                        results["verdict_blurpool_consistency"])
+
+
+CLAIMS = [
+    ledger.Claim("translation_equivariance", "Convolution is translation-equivariant: shifting the input shifts the "
+                 "feature map.", "Goodfellow et al. 2016, ch. 9.2; Wikipedia, 'Convolutional neural network'",
+                 "relative error |f(shift x) - shift f(x)| / |f(x)| of random conv stacks (depth 1-3; stride 1, "
+                 "stride 2, pooling; circular and zero padding); a case holds below float rounding (1e-4)",
+                 _judge_equivariance),
+    ledger.Claim("pooling_invariance", "Pooling makes a CNN's prediction invariant to small translations.",
+                 "Goodfellow et al. 2016, ch. 9.3; CNN explainers", "test accuracy under 1-4 px shifts of a max-pool "
+                 "CNN with a flatten head trained on centred digits; supported if it keeps >= 90% of its accuracy",
+                 _judge_pooling_invariance),
+    ledger.Claim("recognise_anywhere", "A CNN recognises a pattern wherever it appears in the image.",
+                 "CNN explainers", "each CNN variant (flatten head, GAP head, GAP + BlurPool) keeps >= 90% of its "
+                 "accuracy under 1-4 px shifts", _judge_anywhere),
+    ledger.Claim("blurpool_consistency", "Anti-aliasing before subsampling (BlurPool) makes CNNs more shift-"
+                 "consistent.", "Zhang 2019", "how often the predicted class agrees between two random shifts, "
+                 "max-blur vs max pooling, > 2 standard errors apart", _judge_blurpool),
+]

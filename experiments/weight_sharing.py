@@ -13,10 +13,12 @@ Result (mnist5k, 3 seeds, 300 steps): CNN 9,098 params, LCN 299,498 (33x), MLP 2
           the LCN at every size, and locality without sharing (LCN) does not beat the MLP at any.
 """
 
+from typing import Callable
+
 import ml_collections
 import numpy as np
 
-from cnnlab import analysis, data, models, reporting, sweep, train, verdicts
+from cnnlab import analysis, data, ledger, models, reporting, sweep, train, verdicts
 from cnnlab.errors import UserError
 
 MODEL_LABELS = {"cnn": "CNN (local + shared)", "lcn": "LCN (local, unshared)", "mlp": "MLP (dense)"}
@@ -150,3 +152,42 @@ def _plot(workdir, nets, fractions, n_train, test, params) -> None:
   bx.set_yscale("log")
   bx.set_ylabel("parameters (log)")
   reporting.save_figure(fig, workdir, "accuracy_vs_size")
+
+
+def _judge_efficiency(results: dict) -> ledger.Finding:
+  p = results["params"]
+  return ledger.Finding(f"CNN {p['cnn']:,} params vs LCN {p['lcn']:,} ({p['lcn'] / p['cnn']:.0f}x) and MLP "
+                        f"{p['mlp']:,} ({p['mlp'] / p['cnn']:.0f}x)", results["verdict_parameter_efficiency"])
+
+
+def _accuracy_figure(results: dict, models_: tuple[str, ...]) -> str:
+  fractions = list(results["n_train"])
+  cells = [f"{m.upper()} " + "/".join(f"{100 * np.mean(results['test_accuracy'][f'{m}@{f}']):.1f}" for f in fractions)
+           for m in models_]
+  sizes = "/".join(f"{results['n_train'][f]:,}" for f in fractions)
+  return f"test accuracy % at {sizes} examples: " + ", ".join(cells)
+
+
+def _judge_pairwise(key: str, models_: tuple[str, str]) -> Callable[[dict], ledger.Finding]:
+  def judge(results: dict) -> ledger.Finding:
+    held, total = verdicts.count_true(results[key])
+    return ledger.Finding(f"{_accuracy_figure(results, models_)}; {models_[0].upper()} ahead by > 2 SE at "
+                          f"{held}/{total} sizes", verdicts.from_counts(held, total))
+  return judge
+
+
+CLAIMS = [
+    ledger.Claim("weight_sharing_efficiency", "Sharing one filter across positions makes a conv layer far more "
+                 "parameter-efficient than an unshared (locally-connected) or dense layer.",
+                 "Wikipedia, 'Convolutional neural network'; Goodfellow et al. 2016, ch. 9",
+                 "parameters of the CNN vs the LCN and MLP of the same shapes; supported if >= `factor` (10x) fewer",
+                 _judge_efficiency),
+    ledger.Claim("weight_sharing_learns_better", "Weight sharing is what makes CNNs learn images well: with the same "
+                 "local receptive fields, a CNN beats a net whose weights are not shared.", "CNN explainers",
+                 "test accuracy, CNN vs locally-connected net, 3 seeds at 3 training-set sizes; a size counts when "
+                 "the CNN leads by > 2 standard errors", _judge_pairwise("cnn_beats_lcn", ("cnn", "lcn"))),
+    ledger.Claim("local_connectivity", "Local connectivity alone helps: a locally-connected net (local, unshared) "
+                 "beats a fully-connected one.", "Goodfellow et al. 2016, ch. 9 (sparse interactions)",
+                 "test accuracy, LCN vs MLP, 3 seeds at 3 training-set sizes; a size counts when the LCN leads "
+                 "by > 2 standard errors", _judge_pairwise("lcn_beats_mlp", ("lcn", "mlp"))),
+]
