@@ -15,7 +15,7 @@ from typing import Callable
 from cnnlab import verdicts
 
 NOT_MEASURED = "not measured"
-VERDICTS = (verdicts.SUPPORTED, verdicts.PARTLY, verdicts.REFUTED)
+VERDICTS = (verdicts.SUPPORTED, verdicts.PARTLY, verdicts.REFUTED, verdicts.INCONCLUSIVE)
 
 
 @dataclasses.dataclass(frozen=True)

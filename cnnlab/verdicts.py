@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 
 SUPPORTED, PARTLY, REFUTED = "supported", "partly supported", "refuted"
+INCONCLUSIVE = "inconclusive"  # the measurement cannot decide (e.g. a quick config too small to show the effect)
 
 
 def standard_error_of_difference(a: Sequence[float], b: Sequence[float]) -> float:

@@ -238,7 +238,12 @@ def _judge_vanishing(results: dict) -> ledger.Finding:
   return ledger.Finding(f"log10 gradient ratio block 1 / block {deepest} at init: plain MLP {ratio['mlp/plain']:+.1f}, "
                         f"plain CNN {ratio['cnn/plain']:+.1f}; healthy at depth {deepest}: {healthy}/{total} variants "
                         f"(fix: {', '.join(results['fixes_in_every_family']) or 'none'})",
-                        results["verdict_cnns_prevent_vanishing"])
+                        _ledger_verdict(results["verdict_cnns_prevent_vanishing"]))
+
+
+def _ledger_verdict(verdict: str) -> str:
+  """The experiment's verdict; its 'untested (...)' (no vanishing at the depths tried) is inconclusive."""
+  return verdicts.INCONCLUSIVE if verdict.startswith("untested") else verdict
 
 
 CLAIMS = [
