@@ -95,8 +95,9 @@ def ensure_results(name: str, exp_config: ml_collections.ConfigDict, subdir: str
     shutil.move(subdir, moved)
     done = False
   prov_path = os.path.join(subdir, "provenance.json")
-  if done and os.path.exists(prov_path):
-    return {**reporting.read_json(prov_path), "status": "reused"}
+  if done:  # a finished run (one put there by hand has no provenance: its run time is unknown)
+    prov = reporting.read_json(prov_path) if os.path.exists(prov_path) else {"source": "unknown", "seconds": 0.0}
+    return {**prov, "status": "reused"}
   print(f"report: running {name} in {subdir}")
   start = time.time()
   try:
