@@ -5,13 +5,13 @@ content towards higher indices. 'circular' shifts wrap around; 'zero' shifts fil
 """
 
 import dataclasses
-import functools
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnlab import inference
 from cnnlab.data import Dataset
 from cnnlab.errors import UserError
 
@@ -91,26 +91,7 @@ def directions(s: int, dims: int) -> list[tuple[int, ...]]:
   return out
 
 
-@functools.lru_cache(maxsize=64)
-def _jitted_apply(apply_fn: Callable) -> Callable:
-  # Keyed on apply_fn: train.fit hands every equal model the same bound apply, so seeds share a compile.
-  return jax.jit(lambda variables, x: apply_fn(variables, x, train=False))
-
-
-def predict(state, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-  """Predicted classes of a TrainState on `x`, in fixed-size batches (the last one padded)."""
-  variables = {"params": state.params}
-  if state.batch_stats:
-    variables["batch_stats"] = state.batch_stats
-  fn = _jitted_apply(state.apply_fn)
-  out = []
-  for i in range(0, len(x), batch_size):
-    chunk = x[i:i + batch_size]
-    n = len(chunk)
-    if n < batch_size:  # keep one input shape: no recompile for the last batch
-      chunk = np.concatenate([chunk, np.zeros((batch_size - n, *chunk.shape[1:]), chunk.dtype)])
-    out.append(np.asarray(jnp.argmax(fn(variables, chunk), -1))[:n])
-  return np.concatenate(out)
+predict = inference.predict  # predicted classes of a TrainState (kept here for the shift helpers)
 
 
 def shifted_accuracy(state, x: np.ndarray, y: np.ndarray, s: int, mode: str = "zero",

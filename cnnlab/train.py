@@ -20,7 +20,7 @@ from flax.training import train_state
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from cnnlab import analysis, checkpoint, input_pipeline, parallel, preemption, reporting
+from cnnlab import analysis, checkpoint, input_pipeline, losses, parallel, preemption, reporting
 from cnnlab.data import Dataset
 from cnnlab.errors import Preempted, TrainingDiverged, UserError
 from cnnlab.metric_writer import MetricWriter
@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2     # checkpoints kept on disk
   c.tensorboard = True       # also write TensorBoard event files
   c.progress = True          # show a progress bar
+  c.loss = "cross_entropy"   # objective (cnnlab.losses): 'cross_entropy' (a label per example or pixel) | 'class_and_box'
   return c
 
 
@@ -58,6 +59,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise UserError(f"train.{name} must be a finite number >= 0, got {config[name]}")
   if config.learning_rate == 0:
     raise UserError("train.learning_rate must be > 0")
+  losses.get(config.loss)
   if not 0 <= config.warmup_steps <= config.steps or config.eval_every < 0:
     raise UserError(f"train.warmup_steps must be in [0, steps] and train.eval_every >= 0, got "
                     f"{config.warmup_steps} and {config.eval_every}")
@@ -130,51 +132,53 @@ def _forward(state: TrainState, params: Any, x: jax.Array, train: bool, rng: jax
   return state.apply_fn(variables, x, train=train, rngs=rngs), state.batch_stats
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
+               loss: str = "cross_entropy") -> tuple[TrainState, dict]:
   """One optimisation step on a (sharded) batch; randomness is `fold_in(rng, step)` so resumes replay it."""
   step_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
     logits, batch_stats = _forward(state, params, batch["x"], train=True, rng=step_rng)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-    return loss, (logits, batch_stats)
+    per_example = losses.get(loss)(logits, batch["y"])
+    return per_example["loss"].mean(), (per_example, batch_stats)
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (per_example, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["y"]),
-             "grad_norm": optax.tree.norm(grads)}
+  metrics = {k: v.mean() for k, v in per_example.items()}
+  metrics["grad_norm"] = optax.tree.norm(grads)
   return state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """Summed loss, correct count and example count of a masked batch."""
+def eval_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "cross_entropy") -> dict[str, jax.Array]:
+  """Masked sums of the loss's per-example values (e.g. loss, accuracy), and the example count."""
   logits, _ = _forward(state, state.params, batch["x"], train=False)
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
-  correct = (jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)
   m = batch["mask"]
-  return {"loss_sum": jnp.sum(loss * m), "correct": jnp.sum(correct * m), "count": jnp.sum(m)}
+  sums = {k: jnp.sum(v * m) for k, v in losses.get(loss)(logits, batch["y"]).items()}
+  return {**sums, "count": jnp.sum(m)}
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_steps(mesh: Mesh):
-  """`train_step` and `eval_step` jitted once per mesh with explicit shardings (state donated)."""
+def compiled_steps(mesh: Mesh, loss: str = "cross_entropy"):
+  """`train_step` and `eval_step` of `loss` jitted once per mesh with explicit shardings (state donated)."""
   rep, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  train = jax.jit(train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=0)
-  evaluate_ = jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)
+  train = jax.jit(functools.partial(train_step, loss=loss), in_shardings=(rep, data, rep), out_shardings=(rep, rep),
+                  donate_argnums=0)
+  evaluate_ = jax.jit(functools.partial(eval_step, loss=loss), in_shardings=(rep, data), out_shardings=rep)
   return train, evaluate_
 
 
-def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, mesh: Mesh) -> dict[str, float]:
-  """Mean loss and accuracy over every example of (x, y)."""
+def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, mesh: Mesh,
+             loss: str = "cross_entropy") -> dict[str, float]:
+  """Mean of each per-example value of `loss` (loss, accuracy, ...) over every example of (x, y)."""
   parallel.check_batch_size(batch_size, mesh)
-  _, eval_fn = compiled_steps(mesh)
+  _, eval_fn = compiled_steps(mesh, loss)
   totals = None
   rows = parallel.process_rows(batch_size)
   for batch in input_pipeline.eval_batches(x, y, batch_size, rows):
     out = eval_fn(state, parallel.shard_batch(batch, mesh))
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
   totals = jax.device_get(totals)
-  return {"loss": float(totals["loss_sum"] / totals["count"]), "accuracy": float(totals["correct"] / totals["count"])}
+  return {k: float(v / totals["count"]) for k, v in totals.items() if k != "count"}
 
 
 def _check_finite(records: list[dict], first_step: int, ckpt: checkpoint.Checkpointer, workdir: str) -> None:
@@ -214,7 +218,7 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
   if os.path.exists(summary_path) and start == config.steps:
     ckpt.close()
     return state, reporting.read_json(summary_path)
-  train_fn, _ = compiled_steps(mesh)
+  train_fn, _ = compiled_steps(mesh, config.loss)
   writer = MetricWriter(workdir, resume_step=start, tensorboard=config.tensorboard)
   block = parallel.needs_blocking(mesh)
   batches = input_pipeline.train_batches(dataset.x_train, dataset.y_train, config.batch_size, seed, start,
@@ -246,7 +250,7 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
           bar.set_postfix(loss=f"{means['train_loss']:.3f}")
           pending, window_start = [], done
         if config.eval_every and (done % config.eval_every == 0) and not last:
-          test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh)
+          test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh, config.loss)
           writer.write(done, {f"test_{k}": v for k, v in test.items()})
         if save or stop.requested:
           reporting.write_json(pending_path, {"step": done, "metrics": [{k: float(v) for k, v in r.items()}
@@ -259,16 +263,15 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
     bar.close()
     ckpt.close()
     writer.close()
-  train = evaluate(state, dataset.x_train, dataset.y_train, config.eval_batch_size, mesh)
-  test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh)
+  train = evaluate(state, dataset.x_train, dataset.y_train, config.eval_batch_size, mesh, config.loss)
+  test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh, config.loss)
   writer = MetricWriter(workdir, resume_step=config.steps, tensorboard=config.tensorboard)
   writer.write(config.steps, {**{f"final_train_{k}": v for k, v in train.items()},
                               **{f"final_test_{k}": v for k, v in test.items()}})
   writer.close()
   if os.path.exists(pending_path):
     os.remove(pending_path)
-  summary = {"steps": config.steps, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-             "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-             "params": analysis.count_params(state.params)}
+  summary = {"steps": config.steps, **{f"train_{k}": v for k, v in train.items()},
+             **{f"test_{k}": v for k, v in test.items()}, "params": analysis.count_params(state.params)}
   reporting.write_json(summary_path, summary)
   return state, summary

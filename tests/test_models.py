@@ -27,6 +27,12 @@ EXPECTED_PARAMS = {
     "dip_skip": ((64, 64, 32), 2_217_831),  # the paper's net is "2.2M parameters"
     "dip_pixels": ((64, 64, 32), 64 * 64 * 3),
     "dip_pixel_mlp": ((64, 64, 32), 37_635),
+    # Encoder 3x3 convs 1->8->16->32, decoder (3x3 up + 3x3 conv) x 2, 1x1 classifier to 11 classes.
+    "segnet": ((32, 32, 1), 80 + 1_168 + 4_640 + 4_624 + 2_320 + 1_160 + 584 + 99),
+    "segnet_resize": ((32, 32, 1), 14_675),  # resize + 3x3 conv has the 3x3 transposed conv's parameters
+    "unet": ((32, 32, 1), 14_675 + 9 * 16 * 16 + 9 * 8 * 8),  # decoder convs also see the skip channels
+    "localiser": ((32, 32, 1), 160 + 4_640 + 9_248 + (4 * 4 * 32 * 32 + 32) + (32 * 14 + 14)),
+    "localiser_mlp": ((32, 32, 1), (1024 * 30 + 30) + (30 * 14 + 14)),
 }
 
 

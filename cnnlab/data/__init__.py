@@ -24,7 +24,8 @@ register = DATASETS.register
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """Train/test arrays: x (N, *spatial, C) float32, y (N,) int32."""
+  """Train/test arrays: x (N, *spatial, C) float32; int32 targets y: labels (N,) or per-pixel labels (N, *spatial),
+  or for single-object detection (N, 1 + 2 * len(spatial)): the class, then a box (see cnnlab.boxes)."""
   name: str
   x_train: np.ndarray
   y_train: np.ndarray
@@ -37,13 +38,17 @@ class Dataset:
       x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
       if x.ndim < 3 or x.dtype != np.float32:
         raise UserError(f"dataset {self.name!r}: x_{split} must be float32 (N, *spatial, C), got {x.dtype} {x.shape}")
-      if y.shape != (x.shape[0],) or y.dtype != np.int32:
-        raise UserError(f"dataset {self.name!r}: y_{split} must be int32 ({x.shape[0]},), got {y.dtype} {y.shape}")
+      n, spatial = x.shape[0], x.shape[1:-1]
+      box = (1 + 2 * len(spatial),)
+      if y.shape[:1] != (n,) or y.shape[1:] not in ((), spatial, box) or y.dtype != np.int32:
+        raise UserError(f"dataset {self.name!r}: y_{split} must be int32 ({n},), ({n}, *{spatial}) or ({n}, {box[0]}) "
+                        f"(class + box), got {y.dtype} {y.shape}")
       if not np.isfinite(x).all():
         raise UserError(f"dataset {self.name!r}: x_{split} holds NaN or inf values")
-      if y.size and (y.min() < 0 or y.max() >= self.num_classes):
+      labels = y[:, 0] if y.shape[1:] == box != spatial else y
+      if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
         raise UserError(f"dataset {self.name!r}: y_{split} labels must be in [0, {self.num_classes}), "
-                        f"got [{y.min()}, {y.max()}]")
+                        f"got [{labels.min()}, {labels.max()}]")
 
   @property
   def example_shape(self) -> tuple[int, ...]:
