@@ -99,7 +99,7 @@ def ensure_results(name: str, exp_config: ml_collections.ConfigDict, subdir: str
     prov = reporting.read_json(prov_path) if os.path.exists(prov_path) else {"source": "unknown", "seconds": 0.0}
     return {**prov, "status": "reused"}
   print(f"report: running {name} in {subdir}")
-  start = time.time()
+  start, cpu_start = time.time(), time.process_time()
   try:
     runner.run_experiment(module, exp_config, subdir)
     status = "ran"
@@ -107,6 +107,7 @@ def ensure_results(name: str, exp_config: ml_collections.ConfigDict, subdir: str
     print(f"report: {name} failed: {e}", file=sys.stderr)
     return {"source": source_digest(module), "seconds": time.time() - start, "status": f"failed: {e}"}
   prov = {"source": source_digest(module), "seconds": round(time.time() - start, 1),
+          "cpu_seconds": round(time.process_time() - cpu_start, 1),  # all threads: independent of machine load
           "finished": datetime.datetime.now().isoformat(timespec="seconds"), "backend": jax.default_backend()}
   reporting.write_json(prov_path, prov)
   return {**prov, "status": status}
