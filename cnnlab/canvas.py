@@ -2,9 +2,9 @@
 
 Each canvas is a zero `size` x `size` image onto which `min_digits`..`max_digits` digits of a registered
 dataset (`mnist5k`: real 28x28 MNIST; `digits`: real 8x8) are pasted, optionally shrunk `digit_scale` times
-(block averages: MNIST at 14x14 keeps a 32x32 canvas of 1-3 digits cheap on a CPU). A digit is first cropped to the box of
-its ink (pixels > 0); positions are drawn uniformly and rejected while that box would overlap an earlier
-digit's, so digits never touch and every pixel has one owner (a digit with no free place after `_TRIES`
+(block averages: MNIST at 14x14 keeps a 32x32 canvas of 1-3 digits cheap on a CPU). A digit is first cropped
+to the box of its ink (pixels > 0); positions are drawn uniformly and rejected while that box would overlap
+an earlier digit's, so digits never touch and every pixel has one owner (a digit with no free place after `_TRIES`
 draws is left out: a crowded canvas may hold fewer digits; `count` says how many).
 
 Targets, all from the digit's own pixels:
@@ -128,7 +128,8 @@ def _splits(data_json: str, size: int, digit_scale: int, min_digits: int, max_di
 
 def load(data_config: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> tuple[Canvases, Canvases, int]:
   """(train canvases, test canvases, number of digit classes) of the dataset `data_config` (`data.get_config()`)."""
-  return _splits(data_config.to_json(), int(config.size), config.digit_scale, int(config.min_digits), int(config.max_digits),
+  return _splits(data_config.to_json(), int(config.size), config.digit_scale, int(config.min_digits),
+                 int(config.max_digits),
                  int(config.n_train), int(config.n_test), float(config.threshold), int(config.seed))
 
 

@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2     # checkpoints kept on disk
   c.tensorboard = True       # also write TensorBoard event files
   c.progress = True          # show a progress bar
-  c.loss = "cross_entropy"   # objective (cnnlab.losses): 'cross_entropy' (a label per example or pixel) | 'class_and_box'
+  c.loss = "cross_entropy"   # cnnlab.losses: 'cross_entropy' (a label per example or pixel) | 'class_and_box'
   return c
 
 

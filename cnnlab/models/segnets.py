@@ -37,7 +37,8 @@ class Upsample(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
     if self.method == "transposed":
-      pads = conv_arithmetic.conv_transpose_padding(self.kernel_size, *upsampling_transpose_geometry(self.kernel_size, 2))
+      p, a = upsampling_transpose_geometry(self.kernel_size, 2)
+      pads = conv_arithmetic.conv_transpose_padding(self.kernel_size, p, a)
       return nn.ConvTranspose(self.features, (self.kernel_size,) * 2, strides=(2, 2), padding=(pads, pads),
                               name="conv_transpose")(x_BHWC)
     if self.method not in UPSAMPLES:
