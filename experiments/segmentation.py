@@ -19,6 +19,8 @@ Result (measured, 3 seeds, test mIoU / pixel accuracy / digit-vs-background IoU,
           600 steps, labels nearly all of them with one class (likely: skips make stroke detection easy, while the
           class must still come through the bottleneck). Verdicts: segments far above trivial partly supported (2/3
           decoders; the U-Net is above but < 3x); skips help partly (boundaries yes, mIoU no); checkerboard supported.
+          Longer (1,500 steps, 1 seed, --config.train.steps=1500): bilinear mIoU 54.3 (digit-vs-bg 60.7), U-Net
+          16.3 (97.4): the U-Net's class labels improve slowly, its lead is on boundaries, not classes.
           Checkerboard: at init a transposed conv puts 63 % of a flat input's output power into period-2 patterns
           (resize + conv 0.6 %); after training 0.4 % vs 0.2 % — the artefact is there but training mostly removes it.
 """
