@@ -94,7 +94,8 @@ def main(argv: list[str]) -> int:
     return fail(str(e))
 
   import jax  # pylint: disable=g-import-not-at-top
-  from cnnlab import parallel, preemption  # pylint: disable=g-import-not-at-top
+  from cnnlab import compile_cache, parallel, preemption  # pylint: disable=g-import-not-at-top
+  cache = compile_cache.enable()  # reruns load compiled steps from disk ($CNNLAB_JAX_CACHE=off disables)
   preemption.install()  # from here on, SIGTERM/SIGINT checkpoint at the next step instead of killing
   if FLAGS.distributed or FLAGS.coordinator_address:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
@@ -105,7 +106,7 @@ def main(argv: list[str]) -> int:
   else:
     workdir = runner.default_workdir(FLAGS.exp)
   print(f"cnnlab: {FLAGS.exp} on {jax.device_count()} device(s) {jax.devices()} "
-        f"(process {jax.process_index()} of {jax.process_count()}); workdir {workdir}")
+        f"(process {jax.process_index()} of {jax.process_count()}); workdir {workdir}; compile cache {cache or 'off'}")
   resume = " ".join(["python", *argv] + ([] if FLAGS.workdir else [f"--workdir={workdir}"]))
   try:
     runner.run_experiment(module, FLAGS.config, workdir)

@@ -12,6 +12,16 @@ from cnnlab.errors import UserError
 
 POOLS = ("max", "avg", "none")
 
+# The CPU fast paths below (block pooling, sliced ConvLocal, conv as one matmul) compute the same numbers as
+# flax's plain layers; benchmarks/train_step.py --naive turns them off (read at trace time) to measure the gain.
+_FAST_PATHS = True
+
+
+def set_fast_paths(enabled: bool) -> None:
+  """Uses (True, the default) or bypasses cnnlab's faster pooling and conv paths in functions traced from now on."""
+  global _FAST_PATHS
+  _FAST_PATHS = bool(enabled)
+
 
 def spatial_dims(x: jax.Array) -> int:
   """Number of spatial dimensions of a (batch, *spatial, channels) array."""
@@ -36,14 +46,30 @@ def _block_reduce(x: jax.Array, window: int, reduce) -> jax.Array:
   return reduce(x, axis=tuple(2 + 2 * i for i in range(d)))
 
 
+def _strided_max(x: jax.Array, window: int, stride: int) -> jax.Array:
+  """Overlapping VALID max pooling as the max of window x window strided slices (e.g. AlexNet's 3x3, stride 2).
+
+  Like `_block_reduce`, it avoids reduce_window's slow select_and_scatter gradient on XLA:CPU; the gradient
+  differs from `nn.max_pool`'s only on exact ties.
+  """
+  d = spatial_dims(x)
+  out = [(s - window) // stride + 1 for s in x.shape[1:-1]]
+  if min(out) < 1:
+    raise UserError(f"pooling window {window} is larger than the {x.shape[1:-1]} input")
+  taps = _window_slices(x, (window,) * d, (1,) * d, out, (stride,) * d)
+  return jnp.max(jnp.stack(taps), axis=0)
+
+
 def pool(x: jax.Array, kind: str, window: int = 2, stride: int | None = None) -> jax.Array:
   """Max or average pooling over all spatial dims ('none' returns `x`)."""
   if kind == "none":
     return x
   d = spatial_dims(x)
   stride = window if stride is None else stride
-  if kind in ("max", "avg") and stride == window:
+  if kind in ("max", "avg") and stride == window and _FAST_PATHS:
     return _block_reduce(x, window, jnp.max if kind == "max" else jnp.mean)
+  if kind == "max" and _FAST_PATHS:
+    return _strided_max(x, window, stride)
   if kind == "max":
     return nn.max_pool(x, (window,) * d, (stride,) * d)
   if kind == "avg":
@@ -99,7 +125,7 @@ class ConvLocal(nn.ConvLocal):
     dilation = _tuple(self.kernel_dilation, d)
     plain = (self.mask is None and _tuple(self.input_dilation, d) == (1,) * d and self.feature_group_count == 1
              and not (isinstance(self.padding, str) and self.padding.upper() in ("CIRCULAR", "REFLECT", "CAUSAL")))
-    if not plain or len(kernel_size) != d:
+    if not plain or len(kernel_size) != d or not _FAST_PATHS:
       return super().__call__(inputs)
     eff = [(k - 1) * r + 1 for k, r in zip(kernel_size, dilation)]
     if isinstance(self.padding, str):
@@ -138,9 +164,10 @@ def _tuple(v, d: int) -> tuple[int, ...]:
   return (v,) * d if isinstance(v, int) else tuple(v)
 
 
-# Below this many input channels, convolution as shifted slices + one matmul beats XLA:CPU's conv
-# (measured, batch 64, 3x3 SAME, forward+backward: 28x28x1->16 lax 35.9 ms vs 9.6 ms sliced;
-# 14x14x16->32 lax 13.5 ms vs 20.8 ms sliced). Results are identical up to float rounding.
+# Up to this many input channels, convolution as shifted slices + one matmul
+# beats XLA:CPU's conv (measured, batch 64, 3x3 SAME, forward+backward: 28x28x1->8 lax 11.9 ms vs 2.4 ms
+# sliced). With more channels it is about even per layer, and a threshold of 16 made the LeNet-like and
+# weight_sharing train steps ~10-40% slower. Results are identical up to float rounding.
 SLICED_CONV_MAX_IN_CHANNELS = 3
 
 
@@ -151,7 +178,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   d = lhs.ndim - 2
   channels_last = (dimension_numbers is not None and tuple(dimension_numbers.lhs_spec) == (0, d + 1, *range(1, d + 1))
                    and tuple(dimension_numbers.rhs_spec) == (d + 1, d, *range(d)))
-  simple = (channels_last and feature_group_count == 1 and batch_group_count == 1
+  simple = (channels_last and feature_group_count == 1 and batch_group_count == 1 and _FAST_PATHS
             and (lhs_dilation is None or all(v == 1 for v in lhs_dilation))
             and lhs.shape[-1] <= SLICED_CONV_MAX_IN_CHANNELS and jax.default_backend() == "cpu")
   if not simple:
@@ -165,10 +192,16 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   pads = jax.lax.padtype_to_pads(lhs.shape[1:-1], eff, strides, padding) if isinstance(padding, str) else padding
   x = jnp.pad(lhs, [(0, 0), *pads, (0, 0)])
   out = [(x.shape[1 + i] - eff[i]) // strides[i] + 1 for i in range(d)]
-  # Features ordered (*window, channel), as an HWIO kernel flattens.
-  patches = jnp.concatenate(_window_slices(x, kernel_size, dilation, out, strides), axis=-1)
-  return jnp.einsum("n...k,ko->n...o", patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision,
-                    preferred_element_type=preferred_element_type)
+  c, n = lhs.shape[-1], lhs.shape[0]
+  # Channels-first patches: each kernel tap's slice is a contiguous (N * out) row, and the product is
+  # (O, C*K) @ (C*K, N*out), a long matmul; channels-last patches (N*out, K*C) @ (K*C, O) with a few
+  # output channels ran ~3x slower forward and backward on XLA:CPU.
+  x_cf = jnp.moveaxis(x, -1, 0).reshape(c * n, *x.shape[1:-1])                        # (C*N, *spatial)
+  taps = [t.reshape(c, -1) for t in _window_slices(x_cf, kernel_size, dilation, out, strides)]
+  patches = jnp.stack(taps, axis=1).reshape(c * len(taps), -1)                         # (C*K, N*out), rows (c, k)
+  w = jnp.moveaxis(rhs.reshape(-1, c, rhs.shape[-1]), 1, 0).reshape(-1, rhs.shape[-1])  # (C*K, O), rows (c, k)
+  y = jnp.einsum("ko,kp->op", w, patches, precision=precision, preferred_element_type=preferred_element_type)
+  return jnp.moveaxis(y.reshape(-1, n, *out), 0, -1)
 
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
