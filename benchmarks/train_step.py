@@ -203,16 +203,19 @@ def benchmark(names, quick: bool, use_torch: bool, baseline: bool) -> dict:
       row["ratio"] = sps / row["torch_steps_per_s"]
     rows.append(row)
     print(format_row(row), flush=True)
-  consumption = max(r["images_per_s"] for r in rows if tuple(r["input"]) == (28, 28, 1)) if any(
-      tuple(r["input"]) == (28, 28, 1) for r in rows) else None
-  pipeline = input_pipeline_rate((28, 28, 1), 128, mesh, 0.3 if quick else 1.0)
+  # The data path alone at each 28x28 model's batch size, against that model's consumption.
+  pipeline = {}
+  for r in rows:
+    if tuple(r["input"]) == (28, 28, 1) and r["batch"] not in pipeline:
+      pipeline[r["batch"]] = input_pipeline_rate((28, 28, 1), r["batch"], mesh, 0.3 if quick else 1.0)
+  ratios = {r["model"]: pipeline[r["batch"]] / r["images_per_s"] for r in rows if r["batch"] in pipeline
+            and tuple(r["input"]) == (28, 28, 1)}
   return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "loadavg_start": _loadavg(), "jax": jax.__version__, "backend": jax.default_backend(),
           "devices": jax.device_count(), "cpu_count": os.cpu_count(), "quick": quick,
           "torch_threads": TORCH_THREADS if any("torch_steps_per_s" in r for r in rows) else None,
           "peak_matmul_gflops": peak, "rows": rows,
-          "input_pipeline": {"images_per_s": pipeline, "max_step_consumption_images_per_s": consumption,
-                             "ratio": pipeline / consumption if consumption else None}}
+          "input_pipeline": {"images_per_s_by_batch": pipeline, "ratio_to_step_by_model": ratios}}
 
 
 HEADER = ("| model | params | batch | compile (s) | naive flax steps/s | steps/s | images/s | GFLOP/s | % peak | "
@@ -259,9 +262,11 @@ def main() -> None:
   result = benchmark(names, args.quick, args.torch, args.baseline)
   result["loadavg_end"] = _loadavg()
   ip = result["input_pipeline"]
-  print(f"\npeak float32 matmul: {result['peak_matmul_gflops']:.0f} GFLOP/s; input pipeline: "
-        f"{ip['images_per_s']:,.0f} images/s" + (f" = {ip['ratio']:.0f}x the fastest 28x28 step's consumption"
-                                                 if ip["ratio"] else "") + f"; load average {result['loadavg_end']}")
+  rates = ", ".join(f"{v:,.0f} images/s at batch {k}" for k, v in ip["images_per_s_by_batch"].items())
+  ratios = ", ".join(f"{k} {v:.0f}x" for k, v in ip["ratio_to_step_by_model"].items())
+  print(f"\npeak float32 matmul: {result['peak_matmul_gflops']:.0f} GFLOP/s; input pipeline alone: {rates or 'n/a'}"
+        f"{'; that is, times what the step consumes: ' + ratios if ratios else ''}; "
+        f"load average {result['loadavg_end']}")
   out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                  f"train_step-{time.strftime('%Y%m%d-%H%M%S')}.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

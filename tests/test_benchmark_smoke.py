@@ -18,5 +18,6 @@ def test_benchmark_quick_writes_json(tmp_path):
   (row,) = result["rows"]
   assert row["model"] == "ws_mlp" and row["params"] == 269_322 and row["steps_per_s"] > 0
   assert "torch_steps_per_s" not in row and result["peak_matmul_gflops"] > 0
-  assert result["input_pipeline"]["images_per_s"] > 0
+  assert result["input_pipeline"]["images_per_s_by_batch"]["64"] > 0
+  assert result["input_pipeline"]["ratio_to_step_by_model"]["ws_mlp"] > 0
   assert "| ws_mlp |" in proc.stdout
