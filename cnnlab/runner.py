@@ -1,6 +1,7 @@
 """Runs one experiment in a workdir: config.json first, resume-aware, results last."""
 
 import datetime
+import hashlib
 import json
 import os
 import time
@@ -49,15 +50,30 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, volatile: S
     reporting.write_json(path, new)
 
 
+def source_digest(module: ModuleType) -> str:
+  """A short hash of the experiment module's source (the report re-runs an experiment whose source changed)."""
+  with open(module.__file__, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
 def run_experiment(module: ModuleType, config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs `module.run(config, workdir)` unless results.json says the run already finished."""
+  """Runs `module.run(config, workdir)` unless results.json says the run already finished.
+
+  A finished run also leaves run_info.json: its wall and CPU time, backend and the module's source hash.
+  """
   prepare_workdir(workdir, config, getattr(module, "VOLATILE_FIELDS", ()))
   results_path = os.path.join(workdir, "results.json")
   if os.path.exists(results_path):
     print(f"Finished run found in {workdir}; not re-running (results.md holds its table).")
     return reporting.read_json(results_path)
-  start = time.time()
+  start, cpu_start = time.time(), time.process_time()
   results = module.run(config, workdir)
-  print(f"Done in {time.time() - start:.1f} s on {jax.device_count()} {jax.default_backend()} device(s). "
+  seconds = time.time() - start
+  reporting.write_json(os.path.join(workdir, "run_info.json"), {
+      "source": source_digest(module), "seconds": round(seconds, 1),
+      "cpu_seconds": round(time.process_time() - cpu_start, 1),  # all threads of this process
+      "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+      "backend": jax.default_backend(), "devices": jax.device_count()})
+  print(f"Done in {seconds:.1f} s on {jax.device_count()} {jax.default_backend()} device(s). "
         f"Results: {os.path.join(workdir, 'results.md')}")
   return results

@@ -14,11 +14,12 @@ Result:   REPORT.md; the README shows its ledger.
 """
 
 import datetime
-import hashlib
 import os
 import platform
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import time
 
@@ -29,15 +30,18 @@ import numpy as np
 import optax
 
 import experiments
-from cnnlab import ledger, reporting, runner
-from cnnlab.errors import TrainingDiverged, UserError
+from cnnlab import ledger, preemption, reporting, runner
+from cnnlab.errors import Preempted, TrainingDiverged, UserError
 
 # Fields that change what the report shows, not what its experiments compute: a workdir stays reusable.
-VOLATILE_FIELDS = ("experiments", "readme", "rerun")
+VOLATILE_FIELDS = ("experiments", "readme", "rerun", "workers")
+RUN_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")
 README_BEGIN, README_END = "<!-- report:begin -->", "<!-- report:end -->"
 # Ledger order: from the anatomy of a conv layer to what trained nets do; experiments not named here follow.
+# Experiments run in the reverse order (the slow, trained ones first keeps parallel workers busy).
 ORDER = ("param_count", "weight_sharing", "conv_arithmetic", "conv_as_matmul", "classic_kernels", "receptive_field",
-         "translation", "pooling", "spatial_prior", "overfitting", "depth_and_gradients", "deep_image_prior")
+         "translation", "pooling", "spatial_prior", "overfitting", "depth_and_gradients", "deep_image_prior",
+         "localisation", "segmentation")
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -46,6 +50,8 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.experiments = ""       # comma-separated experiments to include; '' means every one that declares CLAIMS
   c.rerun = False          # re-run every included experiment even if its results are current
   c.readme = ""            # if set, replace the README block between the report markers with the ledger table
+  c.workers = 0            # experiments at once, each its own run.py process; 0: one per CPU core (at most 4) on
+                           # a CPU backend, where one XLA process uses ~1 core on these small nets; 1 elsewhere
   return c
 
 
@@ -66,51 +72,86 @@ def selected(config: ml_collections.ConfigDict) -> list[str]:
   return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
 
 
-def source_digest(module) -> str:
-  with open(module.__file__, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()[:16]
-
-
-def _stale_reason(module, exp_config: ml_collections.ConfigDict, subdir: str) -> str:
-  """Why the results in `subdir` cannot be reused ('' if they can or there are none yet)."""
-  config_path = os.path.join(subdir, "config.json")
-  if not os.path.exists(config_path):
-    return ""
-  if reporting.read_json(config_path) != runner.config_dict(exp_config):
-    return "its config changed"
-  prov_path = os.path.join(subdir, "provenance.json")
-  if os.path.exists(prov_path) and reporting.read_json(prov_path)["source"] != source_digest(module):
-    return "its source changed"
-  return ""
-
-
-def ensure_results(name: str, exp_config: ml_collections.ConfigDict, subdir: str, rerun: bool) -> dict:
-  """Runs experiment `name` in `subdir` unless current results are there; returns its provenance."""
+def needs_run(name: str, exp_config: ml_collections.ConfigDict, subdir: str, rerun: bool) -> bool:
+  """True if `name` must run in `subdir`; stale results (config or source changed) are moved aside first."""
   module = experiments.get(name)
   done = os.path.exists(os.path.join(subdir, "results.json"))
-  reason = "re-run requested" if rerun and done else _stale_reason(module, exp_config, subdir)
-  if reason:  # keep the old results next to the new ones, never delete measurements
+  config_path, info = os.path.join(subdir, "config.json"), run_info(subdir)
+  reason = ""
+  if rerun and done:
+    reason = "re-run requested"
+  elif os.path.exists(config_path) and reporting.read_json(config_path) != runner.config_dict(exp_config):
+    reason = "its config changed"
+  elif info.get("source", runner.source_digest(module)) != runner.source_digest(module):
+    reason = "its source changed"
+  if reason:  # keep the old run next to the new one: measurements are never deleted
     moved = f"{subdir}.stale-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     print(f"report: {name}: {reason}; moving the old run to {moved}")
     shutil.move(subdir, moved)
-    done = False
-  prov_path = os.path.join(subdir, "provenance.json")
-  if done:  # a finished run (one put there by hand has no provenance: its run time is unknown)
-    prov = reporting.read_json(prov_path) if os.path.exists(prov_path) else {"source": "unknown", "seconds": 0.0}
-    return {**prov, "status": "reused"}
+    return True
+  return not done
+
+
+def run_info(subdir: str) -> dict:
+  """What `runner.run_experiment` recorded about a finished run (empty if there is none)."""
+  path = os.path.join(subdir, "run_info.json")
+  return reporting.read_json(path) if os.path.exists(path) else {}
+
+
+def _run_here(name: str, exp_config: ml_collections.ConfigDict, subdir: str) -> str:
   print(f"report: running {name} in {subdir}")
-  start, cpu_start = time.time(), time.process_time()
   try:
-    runner.run_experiment(module, exp_config, subdir)
-    status = "ran"
+    runner.run_experiment(experiments.get(name), exp_config, subdir)
+    return "ran"
   except (UserError, TrainingDiverged) as e:  # one failed experiment leaves its claims "not measured"
     print(f"report: {name} failed: {e}", file=sys.stderr)
-    return {"source": source_digest(module), "seconds": time.time() - start, "status": f"failed: {e}"}
-  prov = {"source": source_digest(module), "seconds": round(time.time() - start, 1),
-          "cpu_seconds": round(time.process_time() - cpu_start, 1),  # all threads: independent of machine load
-          "finished": datetime.datetime.now().isoformat(timespec="seconds"), "backend": jax.default_backend()}
-  reporting.write_json(prov_path, prov)
-  return {**prov, "status": status}
+    return f"failed: {e}"
+
+
+def _last_line(path: str) -> str:
+  lines = [l.strip() for l in open(path, errors="replace").read().replace("\r", "\n").splitlines() if l.strip()]
+  return lines[-1] if lines else ""
+
+
+def _run_in_processes(jobs: dict[str, str], quick: bool, workers: int, workdir: str) -> dict[str, str]:
+  """Runs {name: subdir} `workers` at a time, each as its own run.py process logging to <subdir>/log.txt.
+
+  On SIGTERM/SIGINT every running experiment gets one SIGTERM (it checkpoints and stops) and the report
+  stops with Preempted; rerunning resumes them.
+  """
+  queue, running, status = list(jobs), {}, {}
+  with preemption.catch_termination() as stop:
+    try:
+      while queue or running:
+        while queue and len(running) < workers and not stop.requested:
+          name = queue.pop(0)
+          os.makedirs(jobs[name], exist_ok=True)
+          log = open(os.path.join(jobs[name], "log.txt"), "a")
+          cmd = [sys.executable, RUN_PY, f"--exp={name}", f"--workdir={jobs[name]}", *(["--quick"] if quick else [])]
+          print(f"report: running {name} in {jobs[name]} (log: {log.name})")
+          # Own session: a Ctrl-C reaches the report only, which forwards exactly one SIGTERM below.
+          running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log)
+        if stop.requested:
+          for proc, _ in running.values():
+            proc.send_signal(signal.SIGTERM)
+          for proc, log in running.values():
+            proc.wait()
+            log.close()
+          running.clear()
+          raise Preempted(0, stop.signum, workdir)
+        for name, (proc, log) in list(running.items()):
+          if proc.poll() is not None:
+            log.close()
+            del running[name]
+            status[name] = "ran" if proc.returncode == 0 else (
+                f"failed (exit {proc.returncode}): {_last_line(log.name)}")
+            print(f"report: {name} {status[name]}")
+        time.sleep(0.2)
+    finally:  # an unexpected error here must not leave experiments running
+      for proc, log in running.values():
+        proc.kill()
+        log.close()
+  return status
 
 
 def environment() -> dict:
@@ -158,12 +199,19 @@ def update_readme(path: str, table: str, summary: str) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   names = selected(config)
+  subdirs = {n: os.path.join(workdir, n) for n in names}
+  configs = {n: experiments.get(n).get_config(quick=config.quick) for n in names}
+  todo = [n for n in names if needs_run(n, configs[n], subdirs[n], config.rerun)]
+  workers = config.workers or (min(os.cpu_count() or 1, 4) if jax.default_backend() == "cpu" else 1)
+  if workers > 1 and len(todo) > 1 and os.path.exists(RUN_PY):
+    todo.sort(key=lambda n: -ORDER.index(n) if n in ORDER else -len(ORDER))  # slow (late in ORDER) ones first
+    status = _run_in_processes({n: subdirs[n] for n in todo}, config.quick, workers, workdir)
+  else:
+    status = {n: _run_here(n, configs[n], subdirs[n]) for n in todo}
   rows, sections, provs = [], [], {}
   for name in names:
-    module = experiments.get(name)
-    exp_config = module.get_config(quick=config.quick)
-    subdir = os.path.join(workdir, name)
-    provs[name] = ensure_results(name, exp_config, subdir, config.rerun)
+    module, subdir = experiments.get(name), subdirs[name]
+    provs[name] = {"seconds": 0.0, "cpu_seconds": 0.0, **run_info(subdir), "status": status.get(name, "reused")}
     results_path = os.path.join(subdir, "results.json")
     results = reporting.read_json(results_path) if os.path.exists(results_path) else None
     for claim in module.CLAIMS:
@@ -174,6 +222,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   wall = time.time() - start
   counts = {v: sum(r["verdict"] == v for r in rows) for v in (*ledger.VERDICTS, ledger.NOT_MEASURED)}
   compute = sum(p["seconds"] for p in provs.values())
+  cpu = sum(p["cpu_seconds"] for p in provs.values())
   mode = "quick configs" if config.quick else "standard configs"
   summary = (f"{len(rows)} claims from {len(names)} experiments ({mode}): "
              + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".")
@@ -181,8 +230,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   table = ledger_table(rows)
   ran = [n for n, p in provs.items() if p["status"] == "ran"]
   timing = (f"This report took {wall:.0f} s ({wall / 60:.1f} min) on {env['devices']} ({env['cpu_cores']} CPU cores), "
-            f"running {len(ran)} of {len(names)} experiments; the experiments' own run times sum to {compute:.0f} s "
-            f"({compute / 60:.1f} min).")
+            f"running {len(ran)} of {len(names)} experiments, {workers} at a time; the experiments' own run times sum "
+            f"to {compute:.0f} s ({compute / 60:.1f} min), their CPU times to {cpu:.0f} s.")
   md = "\n".join([
       "# cnnlab report: classic claims about CNNs, measured\n",
       f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
