@@ -46,20 +46,6 @@ def _block_reduce(x: jax.Array, window: int, reduce) -> jax.Array:
   return reduce(x, axis=tuple(2 + 2 * i for i in range(d)))
 
 
-def _strided_max(x: jax.Array, window: int, stride: int) -> jax.Array:
-  """Overlapping VALID max pooling as the max of window x window strided slices (e.g. AlexNet's 3x3, stride 2).
-
-  Like `_block_reduce`, it avoids reduce_window's slow select_and_scatter gradient on XLA:CPU; the gradient
-  differs from `nn.max_pool`'s only on exact ties.
-  """
-  d = spatial_dims(x)
-  out = [(s - window) // stride + 1 for s in x.shape[1:-1]]
-  if min(out) < 1:
-    raise UserError(f"pooling window {window} is larger than the {x.shape[1:-1]} input")
-  taps = _window_slices(x, (window,) * d, (1,) * d, out, (stride,) * d)
-  return jnp.max(jnp.stack(taps), axis=0)
-
-
 def pool(x: jax.Array, kind: str, window: int = 2, stride: int | None = None) -> jax.Array:
   """Max or average pooling over all spatial dims ('none' returns `x`)."""
   if kind == "none":
@@ -68,8 +54,6 @@ def pool(x: jax.Array, kind: str, window: int = 2, stride: int | None = None) ->
   stride = window if stride is None else stride
   if kind in ("max", "avg") and stride == window and _FAST_PATHS:
     return _block_reduce(x, window, jnp.max if kind == "max" else jnp.mean)
-  if kind == "max" and _FAST_PATHS:
-    return _strided_max(x, window, stride)
   if kind == "max":
     return nn.max_pool(x, (window,) * d, (stride,) * d)
   if kind == "avg":

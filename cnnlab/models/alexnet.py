@@ -13,7 +13,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnlab import layers
 from cnnlab.models import register
 
 
@@ -36,8 +35,8 @@ class AlexNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     norm = local_response_norm if self.lrn else (lambda y: y)
-    pool = functools.partial(layers.pool, kind="max", window=3, stride=2)  # Overlapping pooling.
-    x = pool(norm(nn.relu(layers.Conv(96, (11, 11), strides=(4, 4), padding="VALID", name="conv1")(x))))
+    pool = functools.partial(nn.max_pool, window_shape=(3, 3), strides=(2, 2))  # Overlapping pooling.
+    x = pool(norm(nn.relu(nn.Conv(96, (11, 11), strides=(4, 4), padding="VALID", name="conv1")(x))))
     x = pool(norm(nn.relu(nn.Conv(256, (5, 5), padding=2, feature_group_count=self.groups, name="conv2")(x))))
     x = nn.relu(nn.Conv(384, (3, 3), padding=1, name="conv3")(x))
     x = nn.relu(nn.Conv(384, (3, 3), padding=1, feature_group_count=self.groups, name="conv4")(x))
