@@ -1,5 +1,6 @@
 """Runs one experiment in a workdir: config.json first, resume-aware, results last."""
 
+import ast
 import datetime
 import hashlib
 import json
@@ -51,9 +52,15 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, volatile: S
 
 
 def source_digest(module: ModuleType) -> str:
-  """A short hash of the experiment module's source (the report re-runs an experiment whose source changed)."""
-  with open(module.__file__, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()[:16]
+  """A short hash of the experiment module's code (not its comments or docstrings): a changed one is re-run."""
+  with open(module.__file__, encoding="utf-8") as f:
+    tree = ast.parse(f.read())
+  for node in ast.walk(tree):
+    body = getattr(node, "body", None)
+    if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+      node.body = body[1:] or [ast.Pass()]
+  return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
 
 
 def run_experiment(module: ModuleType, config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -9,8 +9,8 @@ without a spatial prior (free pixels; a per-pixel MLP on z).
 
     python run.py --exp=deep_image_prior
 
-Run time: ~5 min on 2 CPU cores shared with other jobs (290 s: ~7,000 steps of the 122k-parameter net at
-30-40 ms, one compile per net). A pre-rbg-key version ran in 74 s on one H100 with the same six verdicts.
+Run time: 7.0 min (423 s) on one of 2 CPU cores (standard report, 2026-11-27): ~7,000 steps of the
+122k-parameter net, one compile per net. A pre-rbg-key version ran in 74 s on one H100 (same six verdicts).
 Seeds: 3 for denoising and inpainting, 1 for the fitting curves (time).
 Result (64 px astronaut, width 32, depth 4; CPU): all six claims hold. Steps to MSE 0.01: photo 34 < photo +
 noise 86 < shuffled 169 ≈ noise 262. Denoising: input 20.71 dB, DIP peak 25.12 ± 0.07 dB at step 656 ± 37,

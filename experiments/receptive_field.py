@@ -1,7 +1,7 @@
 """A unit's receptive field follows rf_l = rf_{l-1} + (k̂_l - 1) jump_{l-1}; dilation grows it exponentially.
 
 Command: python run.py --exp=receptive_field
-Run time: ~55 s wall / 38 s CPU, measured while the 2 cores were shared (load ~7); most of it is training
+Run time: 35 s on one of 2 CPU cores (standard report, 2026-11-27); most of it is training
 the small CNN on mnist5k (300 steps) and the trainer's compiles.
 Result: the analytic field of every layer of the AlexNet (195 px), VGG-16 (212 px) and cnnlab CNN (18 px)
 geometries equals the non-zero region of the gradient of one output unit. Doubling the dilation per layer

@@ -9,8 +9,8 @@ mean IoU, pixel accuracy, parameters and train-step time, against the trivial al
 plus the period-2 ("checkerboard") share of each net's output, at init on a constant input and trained.
 
 Command:  python run.py --exp=segmentation
-Run time: 22.7 min wall (535 s CPU) on 2 CPU cores shared with other jobs (load average 5-9); 9 trainings of
-          600 steps. On 2 idle cores that CPU time means roughly 5-9 min (not measured).
+Run time: 8.3 min (496 s) on one of 2 CPU cores (standard report, 2026-11-27); 9 trainings of
+          600 steps.
 Result (measured, 3 seeds, test mIoU / pixel accuracy / digit-vs-background IoU, %): all-background 8.5 / 93.7 / 0;
           transposed conv 31.2±0.8 / 95.2 / 58.5±7.5; bilinear resize + conv 41.1±2.8 / 95.6 / 52.7±2.0; U-Net
           10.6±0.1 / 94.6 / 94.2±1.1 (14,675 / 14,675 / 17,555 params). Step time 120-240 ms for every decoder

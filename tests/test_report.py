@@ -111,3 +111,15 @@ def test_full_quick_report_gives_every_claim_a_computed_verdict(tmp_path):
     assert r["verdict"] in ledger.VERDICTS, r
   saved = json.load(open(os.path.join(workdir, "report.json")))
   assert saved["counts"][ledger.NOT_MEASURED] == 0
+
+
+def test_source_digest_ignores_docstrings_and_comments_but_not_code(tmp_path):
+  import types  # pylint: disable=g-import-not-at-top
+  from cnnlab import runner  # pylint: disable=g-import-not-at-top
+  def digest(text):
+    path = tmp_path / "m.py"
+    path.write_text(text)
+    return runner.source_digest(types.SimpleNamespace(__file__=str(path)))
+  base = digest('"""Doc."""\n\ndef f():\n  """Doc."""\n  return 1\n')
+  assert digest('"""Other doc."""\n# a comment\ndef f():\n  """New."""\n  return 1\n') == base
+  assert digest('"""Doc."""\n\ndef f():\n  """Doc."""\n  return 2\n') != base
