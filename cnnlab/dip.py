@@ -10,7 +10,7 @@ minutes to compile. Metrics stay on the device until the end of a chunk of steps
 import dataclasses
 import functools
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax

@@ -29,3 +29,25 @@ def tiny_train_config():
   c.progress = False
   c.tensorboard = False
   return c
+
+
+@pytest.fixture
+def run_quick(tmp_path):
+  """Runs an experiment's quick config end to end; returns (config, results, results.md text, workdir)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import experiments  # pylint: disable=g-import-not-at-top
+  from cnnlab import reporting, runner  # pylint: disable=g-import-not-at-top
+
+  def run(name):
+    module = experiments.get(name)
+    config = module.get_config(quick=True)
+    config.train.progress = False
+    workdir = str(tmp_path / name)
+    results = runner.run_experiment(module, config, workdir)
+    md = open(os.path.join(workdir, "results.md")).read()
+    # Everything returned is what results.json holds (string keys, lists: nothing lost in JSON).
+    assert json.loads(json.dumps(reporting._jsonable(results))) == reporting.read_json(  # pylint: disable=protected-access
+        os.path.join(workdir, "results.json"))
+    return config, results, md, workdir
+
+  return run

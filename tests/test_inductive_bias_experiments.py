@@ -4,32 +4,17 @@ Quick configs share models, input shapes and optimizer settings where they can, 
 compiles each train step once (see train._jitted_init and train.compiled_steps).
 """
 
-import json
 import os
 
 import numpy as np
 import pytest
 
-import experiments
-from cnnlab import models, reporting, runner, verdicts
-
-
-def _run(name, tmp_path):
-  module = experiments.get(name)
-  config = module.get_config(quick=True)
-  config.train.progress = False
-  workdir = str(tmp_path / name)
-  results = runner.run_experiment(module, config, workdir)
-  md = open(os.path.join(workdir, "results.md")).read()
-  # Everything returned is what results.json holds (string keys, lists: nothing lost in JSON).
-  assert json.loads(json.dumps(reporting._jsonable(results))) == reporting.read_json(  # pylint: disable=protected-access
-      os.path.join(workdir, "results.json"))
-  return config, results, md, workdir
+from cnnlab import verdicts
 
 
 @pytest.mark.slow  # 1-2 min each on 2 cores: run by .ci/run after the default suite
-def test_translation(tmp_path):
-  config, r, md, workdir = _run("translation", tmp_path)
+def test_translation(run_quick):
+  config, r, md, workdir = run_quick("translation")
   for f in ("accuracy_vs_shift.png", "equivariance.png"):
     assert os.path.exists(os.path.join(workdir, f))
   eq = r["equivariance"]
@@ -46,8 +31,8 @@ def test_translation(tmp_path):
 
 
 @pytest.mark.slow  # 1-2 min each on 2 cores: run by .ci/run after the default suite
-def test_spatial_prior(tmp_path):
-  config, r, md, _ = _run("spatial_prior", tmp_path)
+def test_spatial_prior(run_quick):
+  config, r, md, _ = run_quick("spatial_prior")
   # Quick runs read 8x8 digits as 64-sample signals: logistic = 64 * 10 + 10 parameters.
   assert r["params_1d"]["logistic"] == 650
   assert r["ranking_holds"] == (r["ranking"] == ["cnn", "gru", "mlp", "logistic"])
@@ -57,8 +42,8 @@ def test_spatial_prior(tmp_path):
 
 
 @pytest.mark.slow  # 1-2 min each on 2 cores: run by .ci/run after the default suite
-def test_pooling(tmp_path):
-  config, r, md, _ = _run("pooling", tmp_path)
+def test_pooling(run_quick):
+  config, r, md, _ = run_quick("pooling")
   helps = r["pool_beats_none"]
   assert r["verdict_pooling_helps"] == verdicts.from_counts(sum(helps.values()), len(helps))
   assert set(r["image_consistency"]) == set(config.variants)
@@ -66,8 +51,8 @@ def test_pooling(tmp_path):
   assert r["verdict_pooling_helps"] in md
 
 
-def test_overfitting(tmp_path):
-  config, r, md, workdir = _run("overfitting", tmp_path)
+def test_overfitting(run_quick):
+  config, r, md, workdir = run_quick("overfitting")
   for rec in r["records"]:
     assert rec["gap"] == pytest.approx(rec["train_accuracy"] - rec["test_accuracy"])
   below = r["cnn_gap_below_lcn"]
@@ -79,9 +64,9 @@ def test_overfitting(tmp_path):
 
 
 @pytest.mark.slow  # 1-2 min each on 2 cores: run by .ci/run after the default suite
-def test_depth_and_gradients(tmp_path):
+def test_depth_and_gradients(run_quick):
   from experiments import depth_and_gradients
-  config, r, md, _ = _run("depth_and_gradients", tmp_path)
+  config, r, md, _ = run_quick("depth_and_gradients")
   rows = r["init_rows"]
   assert len(rows) == len(config.families) * len(config.variants) * len(config.init_depths) * config.seeds
   assert all(len(row["norms"]) == row["depth"] and min(row["norms"]) > 0 for row in rows)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnnlab import data, models, train
+from cnnlab import models, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,7 +2,6 @@
 canvas generator, targets in Dataset and losses, and both experiments end to end beating the trivial baseline."""
 
 import itertools
-import json
 import os
 
 import jax
@@ -11,8 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, jaccard_score
 
-import experiments
-from cnnlab import boxes, canvas, conv_arithmetic as ca, data, losses, models, reporting, runner, segmentation_metrics
+from cnnlab import boxes, canvas, conv_arithmetic as ca, data, losses, models, segmentation_metrics
 from cnnlab.errors import UserError
 from cnnlab.models import segnets
 
@@ -136,21 +134,10 @@ def test_class_and_box_loss():
   assert shifted["box_iou"][0] == 0 and shifted["hit"][0] == 0 and shifted["loss"][0] > perfect["loss"][0] + 1
 
 
-def _run(name, tmp_path):
-  module = experiments.get(name)
-  config = module.get_config(quick=True)
-  config.train.progress = False
-  workdir = str(tmp_path / name)
-  results = runner.run_experiment(module, config, workdir)
-  assert json.loads(json.dumps(reporting._jsonable(results))) == reporting.read_json(  # pylint: disable=protected-access
-      os.path.join(workdir, "results.json"))
-  assert os.path.getsize(os.path.join(workdir, "predictions.png")) > 0
-  return config, results, open(os.path.join(workdir, "results.md")).read()
-
-
 @pytest.mark.slow  # 1-2 min each on 2 cores (compiles of several nets): run by .ci/run after the default suite
-def test_segmentation_end_to_end_beats_the_all_background_baseline(tmp_path):
-  config, r, md = _run("segmentation", tmp_path)
+def test_segmentation_end_to_end_beats_the_all_background_baseline(run_quick):
+  config, r, md, workdir = run_quick("segmentation")
+  assert os.path.getsize(os.path.join(workdir, "predictions.png")) > 0
   trivial = r["trivial"]["miou"]
   assert trivial == pytest.approx(r["trivial"]["pixel_accuracy"] / 11)  # background IoU = its pixel share
   for v in config.variants:
@@ -166,8 +153,9 @@ def test_segmentation_end_to_end_beats_the_all_background_baseline(tmp_path):
 
 
 @pytest.mark.slow  # 1-2 min each on 2 cores (compiles of several nets): run by .ci/run after the default suite
-def test_localisation_end_to_end_beats_the_trivial_baseline(tmp_path):
-  config, r, md = _run("localisation", tmp_path)
+def test_localisation_end_to_end_beats_the_trivial_baseline(run_quick):
+  config, r, md, workdir = run_quick("localisation")
+  assert os.path.getsize(os.path.join(workdir, "predictions.png")) > 0
   assert np.mean(r["scores"]["cnn/box_iou"]) > r["trivial"]["box_iou"]
   assert np.mean(r["scores"]["mlp/box_iou"]) > r["trivial"]["box_iou"]
   assert abs(r["params"]["mlp"] / r["params"]["cnn"] - 1) < 0.05  # "an MLP of similar size"
