@@ -28,8 +28,8 @@ from cnnlab.errors import UserError
 _TRIES = 100  # position draws per digit before it is left out
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """Canvas fields shared by the segmentation and localisation experiments."""
+def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+  """Canvas fields shared by the segmentation and localisation experiments (`quick`: tiny 8x8-digit canvases)."""
   c = ml_collections.ConfigDict()
   c.size = 32                # canvas height and width in pixels
   c.digit_scale = 2          # shrink each digit by this integer factor (block average) before pasting; 1 keeps it
@@ -39,6 +39,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.n_test = 500             # canvases built from test digits
   c.threshold = 0.3          # stroke pixels: intensity above this (they carry the label and define the box)
   c.seed = 0                 # canvas seed, fixed so the canvases never move between runs
+  if quick:                  # for the `digits` data set (8x8 digits): 16x16 canvases, few of them
+    c.size = 16
+    c.digit_scale = 1
+    c.n_train = 600
+    c.n_test = 100
   return c
 
 
