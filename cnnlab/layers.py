@@ -142,6 +142,14 @@ def _window_slices(x, kernel_size, dilation, out, strides) -> list[jax.Array]:
   return slices
 
 
+def _stacked_windows(x, kernel_size, dilation, out, strides) -> jax.Array:
+  """(*kernel_size, B, *out): every kernel offset's strided slice of x (B, *spatial), built one dim at a time."""
+  for i, (k, r, n, s) in enumerate(zip(kernel_size, dilation, out, strides)):
+    before = (slice(None),) * (2 * i + 1)  # spatial dim i sits after i kernel axes, the batch axis, i spatial dims
+    x = jnp.stack([x[(*before, slice(o * r, o * r + (n - 1) * s + 1, s))] for o in range(k)], axis=i)
+  return x
+
+
 def _tuple(v, d: int) -> tuple[int, ...]:
   if v is None:
     return (1,) * d
@@ -181,9 +189,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   # (O, C*K) @ (C*K, N*out), a long matmul; channels-last patches (N*out, K*C) @ (K*C, O) with a few
   # output channels ran ~3x slower forward and backward on XLA:CPU.
   x_cf = jnp.moveaxis(x, -1, 0).reshape(c * n, *x.shape[1:-1])                        # (C*N, *spatial)
-  taps = [t.reshape(c, -1) for t in _window_slices(x_cf, kernel_size, dilation, out, strides)]
-  patches = jnp.stack(taps, axis=1).reshape(c * len(taps), -1)                         # (C*K, N*out), rows (c, k)
-  w = jnp.moveaxis(rhs.reshape(-1, c, rhs.shape[-1]), 1, 0).reshape(-1, rhs.shape[-1])  # (C*K, O), rows (c, k)
+  # Built one spatial dim at a time (5 row slices, then 5 column slices of those for a 5x5 kernel): as one
+  # stack of 25 two-dim slices XLA:CPU ran 25 separate slice copies and a concatenate, ~6x slower.
+  patches = _stacked_windows(x_cf, kernel_size, dilation, out, strides).reshape(-1, n * int(np.prod(out)))
+  w = rhs.reshape(-1, rhs.shape[-1])                                                   # (K*C, O), rows (k, c)
   y = jnp.einsum("ko,kp->op", w, patches, precision=precision, preferred_element_type=preferred_element_type)
   return jnp.moveaxis(y.reshape(-1, n, *out), 0, -1)
 
