@@ -5,6 +5,7 @@ fetches metrics from the device only at log intervals, and stops on a NaN/inf lo
 overwriting the last good checkpoint.
 """
 
+import contextlib
 import functools
 import math
 import os
@@ -99,6 +100,19 @@ def _optimizer(name, learning_rate, schedule, steps, warmup_steps, momentum, wei
   return optax.chain(*chain)
 
 
+def init_prng():
+  """Context for tracing model initialisation: the classic (non-partitionable) Threefry PRNG.
+
+  Still Threefry, so the same bits on every backend; XLA:CPU compiles its random draws ~5x faster here
+  than the partitionable default's (measured init compiles: a two-conv CNN 7.0 s -> 1.2 s, the segmentation
+  net 12.2 s -> 2.5 s, paid once per model per process). Params are replicated, so partitioning buys
+  nothing at init. The bits differ from a plain `model.init` at the same key.
+  """
+  if hasattr(jax, "threefry_partitionable"):
+    return jax.threefry_partitionable(False)
+  return contextlib.nullcontext()  # a JAX without the flag: its default PRNG
+
+
 @functools.lru_cache(maxsize=64)
 def _jitted_init(model: nn.Module, tx: optax.GradientTransformation, example_shape: tuple[int, ...], mesh: Mesh):
   """State initialisation compiled once per (model, optimizer, input shape, mesh), output already replicated."""
@@ -117,7 +131,8 @@ def _jitted_init(model: nn.Module, tx: optax.GradientTransformation, example_sha
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                        example_shape: tuple[int, ...], mesh: Mesh) -> TrainState:
   """Initialises params and optimizer state directly in their replicated sharding (no host copy)."""
-  return _jitted_init(model, tx, tuple(example_shape), mesh)(rng)
+  with init_prng():
+    return _jitted_init(model, tx, tuple(example_shape), mesh)(rng)
 
 
 def _forward(state: TrainState, params: Any, x: jax.Array, train: bool, rng: jax.Array | None = None):

@@ -106,7 +106,8 @@ def probe_equivariance(config: ml_collections.ConfigDict, x_digits: np.ndarray) 
       net = ProbeStack(config.probe_features, config.probe_depth, kind, padding)
       apply = jax.jit(net.apply)
       for seed in range(config.seeds):
-        params = net.init(jax.random.key(seed), inputs["digits"][:1])
+        with train.init_prng():
+          params = net.init(jax.random.key(seed), inputs["digits"][:1])
         for input_name, x in inputs.items():
           for depth in range(config.probe_depth):
             stride = 1 if kind == "stride1" else 2 ** (depth + 1)

@@ -1,4 +1,4 @@
-"""cnnlab's CPU conv path (slices + one matmul) equals lax.conv_general_dilated, values and gradients."""
+"""cnnlab's CPU conv paths (slices + one matmul; transposed conv by phases) equal lax/flax, values and gradients."""
 
 import flax.linen as nn
 import jax
@@ -56,3 +56,30 @@ def test_naive_mode_traces_plain_flax_ops():
     assert "conv_general_dilated" not in fast_jaxpr
   np.testing.assert_allclose(conv.apply(params, x), y_naive, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(y_naive, nn.Conv(4, (3, 3)).apply(params, x), rtol=1e-6, atol=1e-6)
+
+
+TRANSPOSE_CASES = [  # (input shape, kernel size, stride, padding per dim)
+    ((2, 7, 8), 3, 2, (1, 2)),         # segnets' geometry: exactly doubles the size
+    ((2, 5, 5, 8), 3, 2, (1, 2)),
+    ((2, 5, 6, 5), 4, 2, (2, 2)),
+    ((2, 6, 5, 4), 2, 3, (1, 0)),      # kernel smaller than the stride: some phases have no tap
+    ((2, 4, 3, 4, 2), 3, 2, (1, 2)),   # 3-D
+]
+
+
+@pytest.mark.parametrize("x_shape,k,s,pad", TRANSPOSE_CASES)
+def test_conv_transpose_equals_flax(x_shape, k, s, pad):
+  d = len(x_shape) - 2
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  ref = nn.ConvTranspose(5, (k,) * d, strides=(s,) * d, padding=[pad] * d)
+  fast = layers.ConvTranspose(5, (k,) * d, strides=(s,) * d, padding=[pad] * d)
+  params = ref.init(jax.random.key(1), x)
+  jax.tree.map(np.testing.assert_array_equal, fast.init(jax.random.key(1), x), params)
+  loss = lambda module: lambda p, x: (module.apply(p, x) ** 2).sum()
+  np.testing.assert_allclose(jax.jit(fast.apply)(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
+  grads_fast = jax.grad(loss(fast), argnums=(0, 1))(params, x)
+  grads_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), grads_fast, grads_ref)
+  if jax.default_backend() == "cpu":
+    jaxpr = str(jax.make_jaxpr(fast.apply)(params, x))
+    assert f"lhs_dilation=({s}," not in jaxpr  # no conv over a zero-dilated input

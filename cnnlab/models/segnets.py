@@ -39,7 +39,7 @@ class Upsample(nn.Module):
     if self.method == "transposed":
       p, a = upsampling_transpose_geometry(self.kernel_size, 2)
       pads = conv_arithmetic.conv_transpose_padding(self.kernel_size, p, a)
-      return nn.ConvTranspose(self.features, (self.kernel_size,) * 2, strides=(2, 2), padding=(pads, pads),
+      return layers.ConvTranspose(self.features, (self.kernel_size,) * 2, strides=(2, 2), padding=(pads, pads),
                               name="conv_transpose")(x_BHWC)
     if self.method not in UPSAMPLES:
       raise UserError(f"unknown upsampling {self.method!r}; use one of {UPSAMPLES}")
@@ -75,7 +75,7 @@ class SegNet(nn.Module):
       if self.skips:
         x = jax.numpy.concatenate([x, skips[i]], axis=-1)
       x = nn.relu(layers.Conv(self.features[i], (3, 3), padding="SAME", name=f"dec{i}")(x))
-    return nn.Conv(self.num_classes, (1, 1), name="classifier")(x)
+    return layers.Conv(self.num_classes, (1, 1), name="classifier")(x)
 
 
 register("segnet_resize", functools.partial(SegNet, upsample="bilinear"))
