@@ -48,6 +48,8 @@ MODELS = {
                  "784-1000-1000-10 (issue #6)"),
     "alexnet_67": ("alexnet", dict(num_classes=10), (67, 67, 3), 32, ("alexnet", dict(size=67, num_classes=10)),
                    "paper AlexNet (grouped, LRN), 67x67 input, 10 classes"),
+    "segnet": ("segnet", dict(features=(8, 16, 32), num_classes=11, upsample="transposed"), (32, 32, 1), 32, None,
+               "segmentation's encoder-decoder (stride-2 transposed convs), per-pixel labels"),
     "dip_skip": ("dip_skip", dict(width=32, depth=4, skip_width=4), (64, 64, 32), 1, None,
                  "deep_image_prior's skip net, 64x64, one image"),
 }
@@ -75,16 +77,21 @@ def jax_runner(name: str, model, shape, batch_size: int, mesh, fast: bool = True
   """
   rng = np.random.default_rng(0)
   if name.startswith("dip"):
-    z = dip.input_code(jax.random.key(0, impl="rbg"), shape[0], shape[-1])
+    with train.classic_threefry():  # as dip.fit draws its noise
+      z = dip.input_code(jax.random.key(0), shape[0], shape[-1])
+      state = dip.create_state(model, z, jax.random.key(1), 0.01)
     target = rng.random((shape[0], shape[1], 3), dtype=np.float32)
-    state = dip.create_state(model, z, jax.random.key(1, impl="rbg"), 0.01)
-    batch, step_rng, step = dip.make_batch(target, target, z), jax.random.key(2, impl="rbg"), dip.dip_step
-    if not fast:
-      step = jax.jit(lambda *a: dip.dip_step.__wrapped__(*a), donate_argnums=0)
+    batch, step_rng = dip.make_batch(target, target, z), jax.random.key(2)
+    jitted = dip.dip_step if fast else jax.jit(lambda *a: dip.dip_step.__wrapped__(*a), donate_argnums=0)
+
+    def step(*args):
+      with train.classic_threefry():
+        return jitted(*args)
   else:
     state = train.create_train_state(model, train.make_optimizer(train.get_config()), jax.random.key(0), shape, mesh)
+    labels_shape = (batch_size, *shape[:-1]) if name.startswith("seg") else (batch_size,)  # per pixel or per image
     host = {"x": rng.random((batch_size, *shape), dtype=np.float32),
-            "y": rng.integers(0, 10, batch_size).astype(np.int32)}
+            "y": rng.integers(0, 10, labels_shape).astype(np.int32)}
     batch, step_rng, step = parallel.shard_batch(host, mesh), jax.random.key(1), train.compiled_steps(mesh)[0]
     if not fast:  # a new function object, so that jit traces it afresh
       step = jax.jit(lambda *a: train.train_step(*a), donate_argnums=0)

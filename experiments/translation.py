@@ -106,7 +106,7 @@ def probe_equivariance(config: ml_collections.ConfigDict, x_digits: np.ndarray) 
       net = ProbeStack(config.probe_features, config.probe_depth, kind, padding)
       apply = jax.jit(net.apply)
       for seed in range(config.seeds):
-        with train.init_prng():
+        with train.classic_threefry():
           params = net.init(jax.random.key(seed), inputs["digits"][:1])
         for input_name, x in inputs.items():
           for depth in range(config.probe_depth):

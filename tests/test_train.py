@@ -9,7 +9,7 @@ from cnnlab.errors import TrainingDiverged
 from cnnlab.metric_writer import read_metrics
 
 # Loss of the first train step of MLP(16) on digits, seed 0, batch 32 (JAX 0.10, CPU; init drawn with the
-# classic Threefry, `train.init_prng`; it was 2.4005 with the partitionable one). If a JAX release changes the
+# classic Threefry, `train.classic_threefry`; it was 2.4005 with the partitionable one). If a JAX release changes the
 # init RNG this moves: recompute it then, knowingly.
 GOLDEN_FIRST_LOSS = 2.332423
 
