@@ -38,10 +38,16 @@ VOLATILE_FIELDS = ("experiments", "readme", "rerun", "workers")
 RUN_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")
 README_BEGIN, README_END = "<!-- report:begin -->", "<!-- report:end -->"
 # Ledger order: from the anatomy of a conv layer to what trained nets do; experiments not named here follow.
-# Experiments run in the reverse order (the slow, trained ones first keeps parallel workers busy).
 ORDER = ("param_count", "weight_sharing", "conv_arithmetic", "conv_as_matmul", "classic_kernels", "receptive_field",
          "translation", "pooling", "spatial_prior", "overfitting", "depth_and_gradients", "deep_image_prior",
          "localisation", "segmentation")
+
+
+# Run order with parallel workers: slowest first (standard run times measured 2026-11-28), so that the short
+# ones fill the gaps at the end; experiments not named here go first (their time is unknown).
+SLOWEST_FIRST = ("deep_image_prior", "depth_and_gradients", "segmentation", "pooling", "spatial_prior", "overfitting",
+                 "translation", "weight_sharing", "localisation", "receptive_field", "classic_kernels",
+                 "conv_as_matmul", "conv_arithmetic", "param_count")
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -204,7 +210,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   todo = [n for n in names if needs_run(n, configs[n], subdirs[n], config.rerun)]
   workers = config.workers or (min(os.cpu_count() or 1, 4) if jax.default_backend() == "cpu" else 1)
   if workers > 1 and len(todo) > 1 and os.path.exists(RUN_PY):
-    todo.sort(key=lambda n: -ORDER.index(n) if n in ORDER else -len(ORDER))  # slow (late in ORDER) ones first
+    todo.sort(key=lambda n: SLOWEST_FIRST.index(n) if n in SLOWEST_FIRST else -1)
     status = _run_in_processes({n: subdirs[n] for n in todo}, config.quick, workers, workdir)
   else:
     status = {n: _run_here(n, configs[n], subdirs[n]) for n in todo}
