@@ -1,13 +1,13 @@
 """A CNN convolution is a series of dot products (im2col x matrix), and it is cross-correlation, not convolution.
 
 Command: python run.py --exp=conv_as_matmul
-Run time: 11 s on one of 2 CPU cores (standard report, 2026-11-27).
+Run time: 11 s on one of 2 CPU cores (standard report, 2026-11-28).
 Result: direct (float64 numpy), im2col (jnp) and lax convolutions agree to float32 rounding (max abs error
 < 3e-6) on every case: strides, padding, dilation, groups, depthwise, 1-D, lhs dilation. An output equals
 the dot product of its im2col row with the filter. cnnlab's conv equals scipy's correlate2d (3.5e-7) and
 differs from convolve2d (3.19) unless the kernel is flipped (2.8e-7). Timing on 2 CPU cores (batch 8): lax
-is ~1.7-3.2x faster than im2col on the dense layers, but im2col wins on LeNet's 1-channel C1 (0.65x) and
-on AlexNet's grouped conv2 (0.39x: XLA's grouped conv is slow on CPU); the numpy loop is 5-25x slower.
+is ~1.6-2.7x faster than im2col on the dense layers, but im2col wins on LeNet's 1-channel C1 (0.94x) and
+on AlexNet's grouped conv2 (0.43x: XLA's grouped conv is slow on CPU); the numpy loop is 5-18x slower.
 """
 
 import time

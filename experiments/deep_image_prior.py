@@ -9,13 +9,13 @@ without a spatial prior (free pixels; a per-pixel MLP on z).
 
     python run.py --exp=deep_image_prior
 
-Run time: 7.0 min (423 s) on one of 2 CPU cores (standard report, 2026-11-27): ~7,000 steps of the
-122k-parameter net, one compile per net. A pre-rbg-key version ran in 74 s on one H100 (same six verdicts).
-Seeds: 3 for denoising and inpainting, 1 for the fitting curves (time).
+Run time: 4.7 min (285 s) alone on the 2-core machine (2026-11-28); ~6.5 min beside another experiment in the
+standard report: ~7,000 steps of the 122k-parameter net, one compile per net. An earlier (rbg-key) version ran
+in 74 s on one H100 (same six verdicts). Seeds: 3 for denoising and inpainting, 1 for the fitting curves (time).
 Result (64 px astronaut, width 32, depth 4; CPU): all six claims hold. Steps to MSE 0.01: photo 34 < photo +
-noise 86 < shuffled 169 ≈ noise 262. Denoising: input 20.71 dB, DIP peak 25.12 ± 0.07 dB at step 656 ± 37,
-24.19 ± 0.26 at step 1000 (falls as it fits noise), EMA 26.12 ± 0.15, sigma^2 stopping rule 24.33 ± 0.14, best
-blur 24.34, free pixels 20.89. Inpainting: masked 8.32, DIP 25.52 ± 0.31 (EMA 26.43 ± 0.37), best blur fill
+noise 93 < shuffled 160 ≈ noise 260. Denoising: input 20.71 dB, DIP peak 25.06 ± 0.04 dB at step 637 ± 82,
+24.26 ± 0.22 at step 1000 (falls as it fits noise), EMA 26.22 ± 0.07, sigma^2 stopping rule 24.31 ± 0.15, best
+blur 24.34, free pixels 20.89. Inpainting: masked 8.32, DIP 25.57 ± 0.11 (EMA 26.49 ± 0.30), best blur fill
 24.25, free pixels 13.41. The paper's 29.22 dB (2.2M parameters, ~512 px, 9 images) is not comparable in
 absolute terms; the qualitative claims reproduce at this scale.
 """

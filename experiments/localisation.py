@@ -9,12 +9,12 @@ digits both classified and localised (IoU >= 0.5, PASCAL VOC's criterion), again
 prediction (the most frequent class and the mean training box).
 
 Command:  python run.py --exp=localisation
-Run time: 1.8 min (109 s) on one of 2 CPU cores (standard report, 2026-11-27); 6 trainings of
+Run time: 1.8 min (109 s) on one of 2 CPU cores (standard report, 2026-11-28); 6 trainings of
           1,000 steps.
-Result (measured, 3 seeds, test %): CNN (30,926 params) class accuracy 87.4±3.8, mean box IoU 71.6±0.5, right
-          class and IoU >= 0.5 83.5±4.3; MLP (31,184 params) 22.1±2.0 / 63.1±0.6 / 16.9±1.4; trivial 9.0 / 9.0 / 0.4.
+Result (measured, 3 seeds, test %): CNN (30,926 params) class accuracy 88.9±1.2, mean box IoU 69.6±0.4, right
+          class and IoU >= 0.5 82.9±1.4; MLP (31,184 params) 23.3±0.4 / 63.3±1.6 / 17.8±0.9; trivial 9.0 / 9.0 / 0.4.
           Both verdicts supported: the MLP finds roughly where the digit is but cannot tell which digit it is.
-          Step time (load 8-10, noisy): CNN 37-89 ms, MLP ~1 ms.
+          Step time (median of 10 steps; it depends on the load): CNN 23 ms, MLP ~1 ms.
 """
 
 import os

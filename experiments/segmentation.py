@@ -9,20 +9,22 @@ mean IoU, pixel accuracy, parameters and train-step time, against the trivial al
 plus the period-2 ("checkerboard") share of each net's output, at init on a constant input and trained.
 
 Command:  python run.py --exp=segmentation
-Run time: 8.3 min (496 s) on one of 2 CPU cores (standard report, 2026-11-27); 9 trainings of
-          600 steps.
+Run time: 4.5 min (271 s) on one of 2 CPU cores (standard report, 2026-11-28); 9 trainings of
+          400 steps.
 Result (measured, 3 seeds, test mIoU / pixel accuracy / digit-vs-background IoU, %): all-background 8.5 / 93.7 / 0;
-          transposed conv 31.2±0.8 / 95.2 / 58.5±7.5; bilinear resize + conv 41.1±2.8 / 95.6 / 52.7±2.0; U-Net
-          10.6±0.1 / 94.6 / 94.2±1.1 (14,675 / 14,675 / 17,555 params). Step time 120-240 ms for every decoder
-          under load 8-9; two measurements of the same nets differed by up to 2x, too noisy to rank them.
-          The no-skip decoders are ~4-5x the baseline's mIoU; the U-Net finds the strokes almost perfectly but, at
-          600 steps, labels nearly all of them with one class (likely: skips make stroke detection easy, while the
-          class must still come through the bottleneck). Verdicts: segments far above trivial partly supported (2/3
-          decoders; the U-Net is above but < 3x); skips help partly (boundaries yes, mIoU no); checkerboard supported.
-          Longer (1,500 steps, 1 seed, --config.train.steps=1500): bilinear mIoU 54.3 (digit-vs-bg 60.7), U-Net
-          16.3 (97.4): the U-Net's class labels improve slowly, its lead is on boundaries, not classes.
-          Checkerboard: at init a transposed conv puts 63 % of a flat input's output power into period-2 patterns
-          (resize + conv 0.6 %); after training 0.4 % vs 0.2 % — the artefact is there but training mostly removes it.
+          transposed conv 27.1±1.6 / 94.9 / 52.6±4.3; bilinear resize + conv 30.3±4.6 / 94.9 / 43.5±7.9; U-Net
+          14.6±3.6 / 94.9 / 94.3±1.0 (14,675 / 14,675 / 17,555 params). Step time 44-52 ms for every decoder (it
+          depends on the machine's load; in an earlier run two measurements of the same nets differed by up to 2x,
+          too noisy to rank them). The no-skip decoders are ~3.2-3.6x the baseline's mIoU; the U-Net finds the strokes
+          almost perfectly but, at 400 steps, gets few of their classes right (likely: skips make stroke detection
+          easy, while the class must still come through the bottleneck). Verdicts: segments far above trivial
+          partly supported (2/3 decoders; the U-Net is above but < 3x); skips help partly (boundaries yes, mIoU no);
+          checkerboard supported.
+          Longer (an earlier measurement, with the previous init: 1,500 steps, 1 seed,
+          --config.train.steps=1500): bilinear mIoU 54.3 (digit-vs-bg 60.7), U-Net 16.3 (97.4): the U-Net's class
+          labels improve slowly, its lead is on boundaries, not classes.
+          Checkerboard: at init a transposed conv puts 56 % of a flat input's output power into period-2 patterns
+          (resize + conv 0.3 %); after training 0.3 % vs 0.2 % — the artefact is there but training mostly removes it.
 """
 
 import os
@@ -47,7 +49,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.data = data.get_config()       # source of the digits (mnist5k: real MNIST)
   c.canvas = canvas.get_config(quick)   # canvas size, digits per canvas, stroke threshold, canvas counts
   c.train = train.get_config()
-  c.train.steps = 400              # 15-min report budget; 600 steps gave higher mIoU, same verdicts
+  c.train.steps = 400              # 15-min report budget; 600 steps (previous init): higher no-skip mIoU, same verdicts
   c.train.batch_size = 32
   c.train.learning_rate = 1e-2     # 3e-3 stays on the all-background plateau (93.5 % of pixels) for 500+ steps
   c.train.grad_clip = 1.0
