@@ -110,32 +110,27 @@ def fit(model: nn.Module, target: np.ndarray, clean: np.ndarray, *, steps: int, 
         chunk: int = 100) -> FitResult:
   """Fits `model(z)` to `target` for `steps` Adam steps from a seed-determined init and code z."""
   with train.classic_threefry():  # fast to compile, and 4x faster noise than rbg keys on XLA:CPU
-    return _fit(model, target, clean, steps, seed, learning_rate, code_channels, reg_noise_std, ema_decay, mask, chunk)
-
-
-def _fit(model, target, clean, steps, seed, learning_rate, code_channels, reg_noise_std, ema_decay, mask,
-         chunk) -> FitResult:
-  start = time.time()
-  init_rng, code_rng, noise_rng = jax.random.split(jax.random.key(seed), 3)
-  z = input_code(code_rng, target.shape[0], code_channels)
-  state = create_state(model, z, init_rng, learning_rate, reg_noise_std, ema_decay)
-  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
-  batch = make_batch(target, clean, z, mask)
-  chunks: list[dict[str, np.ndarray]] = []
-  pending: list[dict] = []
-  for t in range(steps):
-    state, metrics = dip_step(state, batch, noise_rng)
-    pending.append(metrics)
-    if len(pending) == chunk or t == steps - 1:
-      # One host sync per chunk; a NaN stops the fit here rather than at the end.
-      fetched = {k: np.asarray(jax.device_get([m[k] for m in pending])) for k in pending[0]}
-      if not np.all(np.isfinite(fetched["loss"])):
-        raise TrainingDiverged(f"DIP loss became non-finite near step {t}")
-      chunks.append(fetched)
-      pending = []
-  curves = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-  return FitResult(curves=curves, final_ema=np.asarray(state.ema[0]),
-                   best_out=np.asarray(state.best_out[0]), num_params=num_params, seconds=time.time() - start)
+    start = time.time()
+    init_rng, code_rng, noise_rng = jax.random.split(jax.random.key(seed), 3)
+    z = input_code(code_rng, target.shape[0], code_channels)
+    state = create_state(model, z, init_rng, learning_rate, reg_noise_std, ema_decay)
+    num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+    batch = make_batch(target, clean, z, mask)
+    chunks: list[dict[str, np.ndarray]] = []
+    pending: list[dict] = []
+    for t in range(steps):
+      state, metrics = dip_step(state, batch, noise_rng)
+      pending.append(metrics)
+      if len(pending) == chunk or t == steps - 1:
+        # One host sync per chunk; a NaN stops the fit here rather than at the end.
+        fetched = {k: np.asarray(jax.device_get([m[k] for m in pending])) for k in pending[0]}
+        if not np.all(np.isfinite(fetched["loss"])):
+          raise TrainingDiverged(f"DIP loss became non-finite near step {t}")
+        chunks.append(fetched)
+        pending = []
+    curves = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    return FitResult(curves=curves, final_ema=np.asarray(state.ema[0]),
+                     best_out=np.asarray(state.best_out[0]), num_params=num_params, seconds=time.time() - start)
 
 
 def steps_to_reach(loss_curve: np.ndarray, threshold: float) -> int | None:

@@ -1,4 +1,4 @@
-"""Layers shared by the models: pooling by name, global average pooling, flatten."""
+"""Layers shared by the models: pooling by name, heads, and CPU fast paths for conv, transposed and local convs."""
 
 import functools
 import itertools

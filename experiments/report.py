@@ -45,8 +45,8 @@ ORDER = ("param_count", "weight_sharing", "conv_arithmetic", "conv_as_matmul", "
 
 # Run order with parallel workers: slowest first (standard run times measured 2026-11-28), so that the short
 # ones fill the gaps at the end; experiments not named here go first (their time is unknown).
-SLOWEST_FIRST = ("deep_image_prior", "depth_and_gradients", "segmentation", "pooling", "spatial_prior", "overfitting",
-                 "translation", "weight_sharing", "localisation", "receptive_field", "classic_kernels",
+SLOWEST_FIRST = ("deep_image_prior", "segmentation", "depth_and_gradients", "pooling", "weight_sharing", "overfitting",
+                 "spatial_prior", "translation", "localisation", "receptive_field", "classic_kernels",
                  "conv_as_matmul", "conv_arithmetic", "param_count")
 
 
