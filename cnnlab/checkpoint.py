@@ -11,17 +11,21 @@ import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 
 def fingerprint(state: Any) -> list[float]:
-  """Per-leaf sum and sum of squares (float64 on host) of a pytree's arrays."""
-  sums = jax.device_get(jax.tree.map(lambda x: jnp.stack([jnp.sum(x.astype(jnp.float32)),
-                                                          jnp.sum(jnp.square(x.astype(jnp.float32)))]),
-                                     jax.tree.leaves(state)))
-  return [float(v) for s in sums for v in np.asarray(s, np.float64)]
+  """Per-leaf sum and sum of squares of a pytree's arrays, in float64 on the host.
+
+  On the host: eager device reductions compiled once per leaf shape (~1.7 s per process for three small
+  models) and cost ~0.3 s per save; the state is copied to the host to be saved anyway.
+  """
+  out = []
+  for leaf in jax.device_get(jax.tree.leaves(state)):
+    x = np.asarray(leaf, np.float64)
+    out += [float(np.sum(x)), float(np.sum(np.square(x)))]
+  return out
 
 
 class Checkpointer:

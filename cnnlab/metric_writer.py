@@ -3,8 +3,25 @@
 import json
 import math
 import os
+import sys
 
 import jax
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without torch when torch is installed but not yet imported.
+
+  tensorboardX imports torch (~3.5 s here) only to accept torch tensors; cnnlab logs Python floats, and every
+  experiment process would pay that import.
+  """
+  if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX handles
+    try:
+      import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
+    finally:
+      del sys.modules["torch"]
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  return SummaryWriter
 
 
 class MetricWriter:
@@ -23,8 +40,7 @@ class MetricWriter:
     self._file = open(self.path, "a")
     self._tb = None
     if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+      self._tb = _summary_writer_class()(os.path.join(workdir, "tensorboard"), flush_secs=30)
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if self._file is None:

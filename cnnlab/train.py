@@ -207,6 +207,16 @@ def _check_finite(records: list[dict], first_step: int, ckpt: checkpoint.Checkpo
                              f"{kept} in {workdir}; lower train.learning_rate")
 
 
+def _fetch(records: list[dict]) -> list[dict]:
+  """Per-step metric dicts (device scalars, or floats from a resumed window) as host floats.
+
+  Stacked on the device first: one transfer per metric instead of one per step and metric (fetching scalars
+  one by one cost ~0.5 ms per step here, a sixth of a small MLP's step).
+  """
+  stacked = jax.device_get({k: jnp.stack([r[k] for r in records]) for k in records[0]})
+  return [{k: float(v[i]) for k, v in stacked.items()} for i in range(len(records))]
+
+
 def _load_pending(path: str, step: int) -> list[dict]:
   """Unlogged metrics saved at a preemption, if they belong to the checkpoint being resumed."""
   if not os.path.exists(path):
@@ -258,7 +268,7 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
         last = done == config.steps
         save = done % config.checkpoint_every == 0 or last
         if done % config.log_every == 0 or save or stop.requested:
-          pending = jax.device_get(pending)
+          pending = _fetch(pending)
           _check_finite(pending, window_start, ckpt, workdir)
         if done % config.log_every == 0 or last:
           means = {f"train_{k}": float(np.mean([float(r[k]) for r in pending])) for k in pending[0]}

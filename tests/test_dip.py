@@ -127,6 +127,12 @@ def test_tiny_denoising_fit_beats_the_noisy_input_and_is_reproducible():
   np.testing.assert_allclose(float(image_metrics.psnr(r.best_out, clean)), r.curves["psnr"].max(), atol=1e-4)
   again = dip.fit(net, noisy, clean, **kw)  # same seed: same init, code, input-noise draws
   np.testing.assert_array_equal(again.curves["loss"], r.curves["loss"])
+  # stop_at ends the fit after the first chunk whose loss reached it; the steps it ran are the same steps.
+  threshold = float(r.curves["loss"][60])
+  reached = dip.steps_to_reach(r.curves["loss"], threshold)
+  stopped = dip.fit(net, noisy, clean, **{**kw, "chunk": 10}, stop_at=threshold)
+  assert len(stopped.curves["loss"]) == -(-reached // 10) * 10 < 120
+  np.testing.assert_array_equal(stopped.curves["loss"], r.curves["loss"][:len(stopped.curves["loss"])])
 
 
 def test_quick_experiment_writes_results_and_computes_its_claims(tmp_path):
