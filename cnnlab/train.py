@@ -247,8 +247,8 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
   train_fn, _ = compiled_steps(mesh, config.loss)
   writer = MetricWriter(workdir, resume_step=start, tensorboard=config.tensorboard)
   block = parallel.needs_blocking(mesh)
-  batches = input_pipeline.train_batches(dataset.x_train, dataset.y_train, config.batch_size, seed, start,
-                                         parallel.process_rows(config.batch_size))
+  batches = parallel.device_batches(input_pipeline.train_batches(
+      dataset.x_train, dataset.y_train, config.batch_size, seed, start, parallel.process_rows(config.batch_size)), mesh)
   # Metrics of the unlogged part of a log window survive a preemption in this file, so a resumed run
   # logs exactly the averages an uninterrupted one would.
   pending_path = os.path.join(workdir, "pending_metrics.json")
@@ -260,7 +260,7 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
       if stop.requested:  # signalled before this training started (e.g. while compiling)
         raise Preempted(start, stop.signum, workdir)
       for step in range(start, config.steps):
-        state, metrics = train_fn(state, parallel.shard_batch(next(batches), mesh), step_rng)
+        state, metrics = train_fn(state, next(batches), step_rng)
         if block:
           jax.block_until_ready(metrics)
         pending.append(metrics)

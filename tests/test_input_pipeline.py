@@ -55,3 +55,19 @@ def test_eval_batches_cover_every_example_once_with_mask():
 def test_batch_larger_than_dataset_is_a_user_error():
   with pytest.raises(UserError):
     next(input_pipeline.train_batches(X, Y, 64, seed=0))
+
+
+def test_device_batches_are_the_host_batches_in_order_and_read_ahead_at_most_a_chunk():
+  from cnnlab import parallel  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh()
+  host = take(input_pipeline.train_batches(X, Y, 8, seed=1), 11)
+  consumed = []
+  source = (consumed.append(b) or b for b in host)
+  device = parallel.device_batches(source, mesh, chunk=4)
+  first = next(device)
+  assert len(consumed) == 4 and first["x"].sharding == parallel.data_sharding(mesh)
+  out = [first, *device]  # 11 batches: chunks of 4, 4 and 3, then the source ends
+  assert len(out) == 11
+  for a, b in zip(out, host):
+    np.testing.assert_array_equal(np.asarray(a["x"]), b["x"])
+    np.testing.assert_array_equal(np.asarray(a["y"]), b["y"])
