@@ -150,6 +150,8 @@ def input_pipeline_rate(shape, batch_size: int, mesh, seconds: float = 1.0) -> f
   x = np.random.default_rng(0).random((4000, *shape), dtype=np.float32)
   y = np.zeros(4000, np.int32)
   batches = parallel.device_batches(input_pipeline.train_batches(x, y, batch_size, seed=0), mesh)
+  for _ in range(16):  # warm-up: the first transfers of a process are slower
+    jax.block_until_ready(next(batches))
   n, t = 0, time.perf_counter()
   while time.perf_counter() - t < seconds:
     jax.block_until_ready(next(batches))

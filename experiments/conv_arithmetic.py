@@ -1,7 +1,7 @@
 """Output sizes follow o = floor((i + 2p - k̂)/s) + 1 and o' = s(i'-1) + a + k̂ - 2p (Dumoulin & Visin 2016).
 
 Command: python run.py --exp=conv_arithmetic
-Run time: 8 s on one of 2 CPU cores (standard report, 2026-11-28).
+Run time: 10 s beside another experiment in the standard report (2 CPU cores, 2026-11-28).
 Result: on every (i, k, s, p, d) of the sweep (1,266 valid convolutions, 723 transposed convolutions, the
 transposes of the 1,266 convolutions, 720 'SAME'/'VALID' cases) `cnnlab.conv_arithmetic` predicts the shape
 of the real `lax` / flax op exactly, and refuses (GeometryError) exactly the 354 geometries where lax

@@ -9,9 +9,10 @@ without a spatial prior (free pixels; a per-pixel MLP on z).
 
     python run.py --exp=deep_image_prior
 
-Run time: 4.7 min (285 s) alone on the 2-core machine (2026-11-28); ~6.5 min beside another experiment in the
-standard report: ~7,000 steps of the 122k-parameter net, one compile per net. An earlier (rbg-key) version ran
-in 74 s on one H100 (same six verdicts). Seeds: 3 for denoising and inpainting, 1 for the fitting curves (time).
+Run time: 5.3 min (316 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28; 6.9 min
+before the fitting curves stopped at their threshold): ~6,300 steps of the 122k-parameter net, one compile per
+net. An earlier (rbg-key) version ran in 74 s on one H100 (same six verdicts). Seeds: 3 for denoising and
+inpainting, 1 for the fitting curves (time).
 Result (64 px astronaut, width 32, depth 4; CPU): all six claims hold. Steps to MSE 0.01: photo 34 < photo +
 noise 93 < shuffled 160 ≈ noise 260. Denoising: input 20.71 dB, DIP peak 25.06 ± 0.04 dB at step 637 ± 82,
 24.26 ± 0.22 at step 1000 (falls as it fits noise), EMA 26.22 ± 0.07, sigma^2 stopping rule 24.31 ± 0.15, best

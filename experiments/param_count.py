@@ -1,7 +1,7 @@
 """Weight sharing makes conv layers orders of magnitude smaller than dense ones; AlexNet has ~60M weights.
 
 Command: python run.py --exp=param_count
-Run time: 2 s on one of 2 CPU cores (standard report, 2026-11-28);
+Run time: 2 s beside another experiment in the standard report (2 CPU cores, 2026-11-28);
 shapes only: every count comes from `jax.eval_shape` of a real linen layer or model, nothing is materialised.
 Result: every claim checks out except "a dense layer of 10,000 neurons on a 256x256x3 image has more than
 10 billion weights": it has 1,966,080,000 (5.1x fewer). AlexNet (two-GPU grouping, 227x227x3) has

@@ -9,7 +9,7 @@ mean IoU, pixel accuracy, parameters and train-step time, against the trivial al
 plus the period-2 ("checkerboard") share of each net's output, at init on a constant input and trained.
 
 Command:  python run.py --exp=segmentation
-Run time: 4.5 min (271 s) on one of 2 CPU cores (standard report, 2026-11-28); 9 trainings of
+Run time: 3.9 min (235 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 9 trainings of
           400 steps.
 Result (measured, 3 seeds, test mIoU / pixel accuracy / digit-vs-background IoU, %): all-background 8.5 / 93.7 / 0;
           transposed conv 27.1±1.6 / 94.9 / 52.6±4.3; bilinear resize + conv 30.3±4.6 / 94.9 / 43.5±7.9; U-Net

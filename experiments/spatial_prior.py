@@ -10,7 +10,7 @@ Deviation from the paper (stated in results.md): fewer steps than its 6,000 (CPU
 optimiser (Adam, lr 1e-2, batch 100), same models (GRU: 5,110 params vs 5,134, flax's GRU has fewer biases).
 
 Command:  python run.py --exp=spatial_prior
-Run time: 2.5 min (150 s) on one of 2 CPU cores (standard report, 2026-11-28); 36 trainings.
+Run time: 2.0 min (121 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 36 trainings.
 Result (measured, 1,500 steps (GRU 750), 3 seeds): MNIST-1D logistic 31.1 / MLP 64.3 / CNN 93.3 / GRU 88.1 %;
           shuffled 31.4 / 63.7 / 59.0 / 51.1 % (paper: 32/68/94/91 and 32/68/56/57) — same ranking, the CNN
           and GRU lose their lead. 2-D (mnist5k): CNN 93.4 -> 85.9 % when permuted, MLP 92.7 -> 93.2 %.

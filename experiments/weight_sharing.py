@@ -6,7 +6,7 @@ net (LCN: local, not shared; same architecture, `nn.ConvLocal`) vs MLP (neither)
 
 Command:  python run.py --exp=weight_sharing          (mnist5k: 4,000 train / 1,000 test real MNIST digits)
           python run.py --exp=weight_sharing --config.data.name=digits
-Run time: 3.0 min (183 s) on one of 2 CPU cores (standard report, 2026-11-28); 27 trainings.
+Run time: 2.5 min (151 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 27 trainings.
 Result (mnist5k, 3 seeds, 300 steps): CNN 9,098 params, LCN 299,498 (33x), MLP 269,322 (30x). Test accuracy
           at 10% / 30% / 100% of the training set: CNN 88.3±0.4 / 92.5±1.2 / 93.4±1.1, LCN 87.6±0.4 /
           90.1±0.4 / 91.4±0.2, MLP 86.4±0.9 / 90.3±0.3 / 92.7±0.1. Parameter efficiency "supported"; sharing
