@@ -36,6 +36,7 @@ from cnnlab.errors import UserError
 
 PAPER = {"psnr": 29.22, "steps": 1800, "params": 2.2e6, "images": 9}  # Ulyanov et al. 2018, sigma=25 denoising.
 FIT_TARGETS = ("image", "image + noise", "shuffled pixels", "uniform noise")
+STOP_CHUNK = 10  # steps between loss checks of a fit that stops at a threshold (`fit_stop`)
 STRUCTURE = {"DIP (skip net)": "3x3 convs over 4-5 scales, skips, upsampling",
              "free pixels": "none: the image itself is the parameter",
              "per-pixel MLP": "none: 1x1 convs, each pixel sees only its own code"}
@@ -62,7 +63,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.drop_fraction = 0.5       # fraction of pixels dropped for inpainting
   c.fit_steps = 400           # cap on steps for each fitting curve
   c.fit_mse = 0.01            # MSE threshold (20 dB to the target) that defines "fitted"
-  c.fit_stop = True           # end a fitting curve within 10 steps of reaching fit_mse; image + noise always runs
+  c.fit_stop = True           # end a fitting curve within STOP_CHUNK steps of fit_mse; image + noise always runs
                               # to fit_steps (it shows the net going on to fit the noise)
   c.denoise_steps = 1000      # steps of each denoising fit (800 was too short to see the >= 0.5 dB fall)
   c.inpaint_steps = 800       # steps of each inpainting fit
@@ -94,7 +95,8 @@ def _nets(config, channels: int) -> dict:
 def _fit(config, net, target, clean, seed, steps, mask=None, reg_noise=True, stop_at=None) -> dip.FitResult:
   return dip.fit(net, target, clean, steps=steps, seed=seed, learning_rate=config.learning_rate,
                  code_channels=config.code_channels, reg_noise_std=config.reg_noise_std if reg_noise else 0.0,
-                 ema_decay=config.ema_decay, mask=mask, stop_at=stop_at, chunk=10 if stop_at else 100)
+                 ema_decay=config.ema_decay, mask=mask, stop_at=stop_at,
+                 chunk=STOP_CHUNK if stop_at is not None else 100)
 
 
 def fitting_curves(config, clean: np.ndarray, log) -> dict:
@@ -328,8 +330,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"\n## Fitting curves (paper Fig. 2): steps to MSE <= {config.fit_mse:g}, no input noise\n",
         reporting.markdown_table(["target", "steps to the threshold (per seed)", "steps run", "MSE at the last step"],
                                  fit_rows),
-        (f"\nA curve ends within 10 steps of reaching the threshold (`fit_stop`), except *image + noise*, which "
-         f"runs all {config.fit_steps} steps; a curve that never reaches it runs all of them.\n" if config.fit_stop
+        (f"\nA curve ends within {STOP_CHUNK} steps of reaching the threshold (`fit_stop`), except *image + noise*, "
+         f"which runs all {config.fit_steps} steps; a curve that never reaches it runs all of them.\n" if config.fit_stop
          else ""),
         f"\nMSE between *image + noise* and the clean photo: {floor:.4f}; fitting below it means fitting noise. "
         f"After {config.fit_steps} steps the net's MSE to it is {below:.4f}, "
