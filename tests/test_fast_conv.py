@@ -2,11 +2,12 @@
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
-from cnnlab import layers
+from cnnlab import conv_grads, layers
 
 DN = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 
@@ -19,6 +20,13 @@ CASES = [  # (input shape, kernel shape, strides, padding, kernel dilation, feat
     ((2, 6, 7, 5, 2), (3, 2, 3, 2, 3), (1, 2, 1), "SAME", (1, 1, 2), 1),
     ((2, 10, 10, 8), (3, 3, 8, 4), (1, 1), "SAME", (1, 1), 1),     # above the channel threshold: lax itself
     ((2, 10, 12, 6), (5, 5, 3, 6), (1, 1), "VALID", (1, 1), 2),    # feature groups: lax itself
+    # Unpadded stride-1 convs above the threshold: conv_grads (col2im input gradient, then XLA's).
+    ((4, 12, 12, 6), (5, 5, 6, 16), (1, 1), "VALID", (1, 1), 1),
+    ((2, 5, 5, 16), (5, 5, 16, 12), (1, 1), "VALID", (1, 1), 1),
+    ((2, 10, 9, 16), (3, 2, 16, 4), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    ((2, 9, 5), (3, 5, 4), (1,), "VALID", (1,), 1),
+    ((2, 5, 6, 4, 4), (3, 3, 2, 4, 3), (1, 1, 1), "VALID", (1, 1, 1), 1),
+    ((2, 6, 6, 8), (1, 1, 8, 5), (1, 1), "SAME", (1, 1), 1),       # 1x1 'SAME' pads nothing
 ]
 
 
@@ -83,3 +91,33 @@ def test_conv_transpose_equals_flax(x_shape, k, s, pad):
   if jax.default_backend() == "cpu":
     jaxpr = str(jax.make_jaxpr(fast.apply)(params, x))
     assert f"lhs_dilation=({s}," not in jaxpr  # no conv over a zero-dilated input
+
+
+def test_unpadded_stride1_convs_take_the_matmul_backward_pass():
+  def routed(x_shape, w_shape, padding, strides=(1, 1)):
+    dn = lax.conv_dimension_numbers(x_shape, w_shape, DN[2])
+    f = lambda x, w: layers.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
+    return "custom_vjp" in str(jax.make_jaxpr(f)(np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32)))
+  if jax.default_backend() != "cpu":
+    pytest.skip("CPU fast path")
+  assert routed((2, 12, 12, 6), (5, 5, 6, 16), "VALID")
+  assert not routed((2, 12, 12, 6), (5, 5, 6, 16), "SAME")
+  assert not routed((2, 12, 12, 6), (5, 5, 6, 16), "VALID", strides=(2, 2))
+  # Both input-gradient forms are exercised by the cases above.
+  assert conv_grads.col2im_input_grad((4, 12, 12, 6), (5, 5, 6, 16))
+  assert conv_grads.col2im_input_grad((2, 5, 5, 16), (5, 5, 16, 12))         # one output pixel
+  assert not conv_grads.col2im_input_grad((2, 10, 9, 16), (3, 2, 16, 4))
+  assert not conv_grads.col2im_input_grad((128, 24, 24, 6), (5, 5, 6, 16))  # too many products
+
+
+@pytest.mark.parametrize("shape,window", [((4, 9, 8, 3), 2), ((3, 10, 2), 2), ((2, 9, 9, 3), 3), ((2, 4, 5, 6, 2), 2)])
+def test_block_max_equals_reshape_max_bitwise_ties_included(shape, window):
+  """`block_max` (max of strided slices, hand-written gradient) gives jnp.max's values and tie-sharing gradient."""
+  rng = np.random.default_rng(0)
+  x = np.round(np.maximum(rng.standard_normal(shape), 0) * 2).astype(np.float32) / 2  # many exact ties
+  ref = lambda x: layers._block_reduce(x, window, jnp.max)  # pylint: disable=protected-access
+  y_ref, vjp_ref = jax.vjp(ref, x)
+  y, vjp = jax.vjp(jax.jit(lambda x: layers.block_max(x, window)), x)
+  ct = rng.standard_normal(y_ref.shape).astype(np.float32)
+  np.testing.assert_array_equal(y, y_ref)
+  np.testing.assert_array_equal(vjp(ct)[0], vjp_ref(ct)[0])
