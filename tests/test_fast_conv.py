@@ -19,7 +19,9 @@ CASES = [  # (input shape, kernel shape, strides, padding, kernel dilation, feat
     ((2, 40, 1), (5, 1, 25), (2,), ((1, 1),), (3,), 1),
     ((2, 6, 7, 5, 2), (3, 2, 3, 2, 3), (1, 2, 1), "SAME", (1, 1, 2), 1),
     ((2, 10, 10, 8), (3, 3, 8, 4), (1, 1), "SAME", (1, 1), 1),     # above the channel threshold: lax itself
-    ((2, 10, 12, 6), (5, 5, 3, 6), (1, 1), "VALID", (1, 1), 2),    # feature groups: lax itself
+    ((2, 10, 12, 6), (5, 5, 3, 6), (1, 1), "VALID", (1, 1), 2),    # 2 groups: one conv per group
+    ((2, 7, 7, 16), (5, 5, 8, 12), (1, 1), ((2, 2), (2, 2)), (1, 1), 2),
+    ((2, 8, 8, 16), (3, 3, 2, 16), (1, 1), "SAME", (1, 1), 8),     # 8 groups: lax itself
     # Unpadded stride-1 convs above the threshold: conv_grads (col2im input gradient, then XLA's).
     ((4, 12, 12, 6), (5, 5, 6, 16), (1, 1), "VALID", (1, 1), 1),
     ((2, 5, 5, 16), (5, 5, 16, 12), (1, 1), "VALID", (1, 1), 1),
