@@ -1,4 +1,4 @@
-"""Layers shared by the models: pooling by name, heads, and CPU fast paths for conv, transposed and local convs."""
+"""Layers shared by the models: pooling, heads, and CPU fast paths for plain, grouped, transposed and local convs."""
 
 import functools
 import itertools
@@ -14,8 +14,9 @@ from cnnlab.errors import UserError
 
 POOLS = ("max", "avg", "none")
 
-# The CPU fast paths below (block pooling, sliced ConvLocal, conv as one matmul) compute the same numbers as
-# flax's plain layers; benchmarks/train_step.py --naive turns them off (read at trace time) to measure the gain.
+# The CPU fast paths below (block pooling, sliced ConvLocal, conv as one matmul, grouped convs split, unpadded
+# convs with a matmul backward pass) compute the same numbers as flax's plain layers up to float rounding;
+# `set_fast_paths(False)` (the benchmark's "naive" column) turns them off at trace time to measure the gain.
 _FAST_PATHS = True
 
 
@@ -208,7 +209,11 @@ MAX_SPLIT_GROUPS = 4  # grouped convs with up to this many groups run as one con
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
                          preferred_element_type=None):
-  """`lax.conv_general_dilated` for flax's channels-last layout, as slices + matmul when that is faster on CPU."""
+  """`lax.conv_general_dilated` for flax's channels-last layout, rewritten where XLA:CPU is slow (same numbers).
+
+  Few input channels: slices + one matmul. 2-4 feature groups: one conv per group. Unpadded stride 1:
+  XLA's forward conv, the backward pass as matmuls (`conv_grads`). Anything else: lax itself.
+  """
   d = lhs.ndim - 2
   channels_last = (dimension_numbers is not None and tuple(dimension_numbers.lhs_spec) == (0, d + 1, *range(1, d + 1))
                    and tuple(dimension_numbers.rhs_spec) == (d + 1, d, *range(d)))
