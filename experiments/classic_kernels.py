@@ -1,7 +1,7 @@
 """Fixed kernels in the CNN conv op do classic vision: Gaussian denoising, Sobel edges, Harris corners.
 
 Command: python run.py --exp=classic_kernels
-Run time: 13 s beside another experiment in the standard report (2 CPU cores, 2026-11-28).
+Run time: 11 s beside another experiment in the standard report (2 CPU cores, 2026-11-28).
 Result: on camera / astronaut / coffee with Gaussian noise (std 0.1, PSNR 20.0 dB) a Gaussian of sigma 1
 raises PSNR by 6.7-7.3 dB (to 26.7-27.2 dB); sigma 3 keeps only 2.8-4.1 dB of it (blur). On the bundled
 checkerboard the Sobel edges and Harris corners land on the true grid lines and the 49 true crossings

@@ -1,7 +1,7 @@
 """A CNN convolution is a series of dot products (im2col x matrix), and it is cross-correlation, not convolution.
 
 Command: python run.py --exp=conv_as_matmul
-Run time: 18 s beside another experiment in the standard report (2 CPU cores, 2026-11-28).
+Run time: 15 s beside another experiment in the standard report (2 CPU cores, 2026-11-28).
 Result: direct (float64 numpy), im2col (jnp) and lax convolutions agree to float32 rounding (max abs error
 < 3e-6) on every case: strides, padding, dilation, groups, depthwise, 1-D, lhs dilation. An output equals
 the dot product of its im2col row with the filter. cnnlab's conv equals scipy's correlate2d (3.5e-7) and

@@ -9,15 +9,17 @@ without a spatial prior (free pixels; a per-pixel MLP on z).
 
     python run.py --exp=deep_image_prior
 
-Run time: 5.3 min (316 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28; 6.9 min
+Run time: 5.2 min (311 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28; 6.9 min
 before the fitting curves stopped at their threshold): ~6,300 steps of the 122k-parameter net, one compile per
 net. An earlier (rbg-key) version ran in 74 s on one H100 (same six verdicts). Seeds: 3 for denoising and
 inpainting, 1 for the fitting curves (time).
 Result (64 px astronaut, width 32, depth 4; CPU): all six claims hold. Steps to MSE 0.01: photo 34 < photo +
-noise 93 < shuffled 160 ≈ noise 260. Denoising: input 20.71 dB, DIP peak 25.06 ± 0.04 dB at step 637 ± 82,
-24.26 ± 0.22 at step 1000 (falls as it fits noise), EMA 26.22 ± 0.07, sigma^2 stopping rule 24.31 ± 0.15, best
-blur 24.34, free pixels 20.89. Inpainting: masked 8.32, DIP 25.57 ± 0.11 (EMA 26.49 ± 0.30), best blur fill
-24.25, free pixels 13.41. The paper's 29.22 dB (2.2M parameters, ~512 px, 9 images) is not comparable in
+noise 88 < shuffled 154 ≈ noise 254. Denoising: input 20.71 dB, DIP peak 25.05 ± 0.02 dB at step 556 ± 53,
+24.35 ± 0.09 at step 1000 (falls as it fits noise), EMA 26.16 ± 0.10, sigma^2 stopping rule 24.25 ± 0.17, best
+blur 24.34, free pixels 20.89. Inpainting: masked 8.32, DIP 25.47 ± 0.32 (EMA 26.38 ± 0.43), best blur fill
+24.25, free pixels 13.41. (Before XLA:CPU's dots left YNNPACK, 2026-11-28 05:35 UTC, float rounding differed:
+noise 93 / 160 / 260 steps, peak 25.06 ± 0.04 dB at step 637 ± 82, inpainting 25.57 ± 0.11; same verdicts.)
+The paper's 29.22 dB (2.2M parameters, ~512 px, 9 images) is not comparable in
 absolute terms; the qualitative claims reproduce at this scale.
 """
 

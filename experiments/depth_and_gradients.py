@@ -7,7 +7,7 @@ vanish (explode) at depth L when the first block's gradient norm is more than `s
 (larger) than the last block's, or than the first block's in the shallowest net of the same kind.
 
 Command:  python run.py --exp=depth_and_gradients
-Run time: 3.7 min (222 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28);
+Run time: 2.9 min (173 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28);
           24 trainings of 100 steps.
 Result (measured, 3 seeds, depth 32 at init): block-1/block-32 gradient ratio 10^-4.1 (plain MLP), 10^-5.1
           (plain CNN), 10^+2.5 / 10^+1.4 (BatchNorm MLP / CNN), 10^-0.6 / 10^-0.1 (residual, but block 1's gradient

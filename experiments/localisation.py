@@ -9,10 +9,10 @@ digits both classified and localised (IoU >= 0.5, PASCAL VOC's criterion), again
 prediction (the most frequent class and the mean training box).
 
 Command:  python run.py --exp=localisation
-Run time: 1.4 min (85 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 6 trainings of
+Run time: 1.2 min (70 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 6 trainings of
           1,000 steps.
-Result (measured, 3 seeds, test %): CNN (30,926 params) class accuracy 88.9±1.2, mean box IoU 69.6±0.4, right
-          class and IoU >= 0.5 82.9±1.4; MLP (31,184 params) 23.3±0.4 / 63.3±1.6 / 17.8±0.9; trivial 9.0 / 9.0 / 0.4.
+Result (measured, 3 seeds, test %): CNN (30,926 params) class accuracy 88.2±1.1, mean box IoU 68.1±1.6, right
+          class and IoU >= 0.5 80.7±3.4; MLP (31,184 params) 24.8±1.1 / 63.5±0.9 / 19.0±0.9; trivial 9.0 / 9.0 / 0.4.
           Both verdicts supported: the MLP finds roughly where the digit is but cannot tell which digit it is.
           Step time (median of 10 steps; it depends on the load): CNN 23 ms, MLP ~1 ms.
 """

@@ -6,8 +6,8 @@ learning curves; (b) at one training-set size across width multipliers, which ch
 count of each family by ~16x. Generalisation gap = train accuracy − test accuracy after training.
 
 Command:  python run.py --exp=overfitting
-Run time: 2.4 min (142 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 45 trainings.
-Result (measured, 3 seeds): gaps at 144/431/1,437 examples — CNN 8.4/5.9/2.0, LCN 8.9/5.0/1.6, MLP 8.6/5.3/2.3
+Run time: 1.7 min (101 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 45 trainings.
+Result (measured, 3 seeds): gaps at 144/431/1,437 examples — CNN 8.3/5.9/2.0, LCN 8.8/5.0/1.6, MLP 8.6/5.3/2.3
           points: more data shrinks every gap, but the CNN's gap is never clearly below the LCN's or the MLP's, and
           widening a family 16x does not widen its gap (the claim is refuted here). results.md holds the tables.
 """

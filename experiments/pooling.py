@@ -9,7 +9,7 @@ Anchor: the MNIST-1D pooling benchmark at 1k/5k/10k training examples — no poo
 we use fractions of it (1,000 / 2,000 / 4,000); only the 1k column is directly comparable.
 
 Command:  python run.py --exp=pooling
-Run time: 2.9 min (173 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28);
+Run time: 2.0 min (120 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28);
           48 trainings (500 steps; 2-D: 300).
 Result (measured, 3 seeds): MNIST-1D at 1k/2k/4k examples — none 60/79/88, stride 59/72/80, max 74/85/89,
           avg 71/80/84 % (anchor at 1k: 59/57/78/78): max and average pooling clearly beat no downsampling only at

@@ -1,7 +1,7 @@
 """A unit's receptive field follows rf_l = rf_{l-1} + (k̂_l - 1) jump_{l-1}; dilation grows it exponentially.
 
 Command: python run.py --exp=receptive_field
-Run time: 29 s beside another experiment in the standard report (2 CPU cores, 2026-11-28); most of it is training
+Run time: 24 s beside another experiment in the standard report (2 CPU cores, 2026-11-28); most of it is training
 the small CNN on mnist5k (300 steps) and the trainer's compiles.
 Result: the analytic field of every layer of the AlexNet (195 px), VGG-16 (212 px) and cnnlab CNN (22 px)
 geometries equals the non-zero region of the gradient of one output unit. Doubling the dilation per layer

@@ -9,17 +9,18 @@ mean IoU, pixel accuracy, parameters and train-step time, against the trivial al
 plus the period-2 ("checkerboard") share of each net's output, at init on a constant input and trained.
 
 Command:  python run.py --exp=segmentation
-Run time: 3.9 min (235 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 9 trainings of
+Run time: 3.4 min (201 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 9 trainings of
           400 steps.
 Result (measured, 3 seeds, test mIoU / pixel accuracy / digit-vs-background IoU, %): all-background 8.5 / 93.7 / 0;
-          transposed conv 27.2±2.2 / 94.9 / 51.5±3.4; bilinear resize + conv 33.8±4.8 / 95.0 / 48.3±1.3; U-Net
-          13.9±3.0 / 94.9 / 94.2±1.1 (14,675 / 14,675 / 17,555 params). Step time 29-37 ms (it depends on the
+          transposed conv 26.7±3.4 / 94.9 / 52.7±7.2; bilinear resize + conv 32.0±6.8 / 94.9 / 46.2±5.1; U-Net
+          14.2±3.2 / 94.9 / 94.3±1.1 (14,675 / 14,675 / 17,555 params). Step time 28-40 ms (it depends on the
           machine's load; in an earlier run two measurements of the same nets differed by up to 2x, too noisy to
           rank them). Float rounding alone moves these: before the unpadded 1x1 / transposed-phase convs took the
-          matmul backward pass (2026-11-28 morning) the same run gave 27.1±1.6, 30.3±4.6 and 14.6±3.6 mIoU, the
-          same verdicts. The no-skip decoders are ~3.2-4x the baseline's mIoU; the U-Net finds the strokes
-          almost perfectly but, at 400 steps, gets few of their classes right (likely: skips make stroke detection
-          easy, while the class must still come through the bottleneck). Verdicts: segments far above trivial
+          matmul backward pass (2026-11-28 morning) the same run gave 27.1±1.6, 30.3±4.6 and 14.6±3.6 mIoU, and
+          33.8±4.8 for bilinear before XLA:CPU's dots left YNNPACK; same verdicts. The no-skip decoders are
+          ~3.1-3.8x the baseline's mIoU; the U-Net finds the strokes almost perfectly but, at 400 steps, gets few
+          of their classes right (likely: skips make stroke detection easy, while the class must still come through
+          the bottleneck). Verdicts: segments far above trivial
           partly supported (2/3 decoders; the U-Net is above but < 3x); skips help partly (boundaries yes, mIoU no);
           checkerboard supported.
           Longer (an earlier measurement, with the previous init: 1,500 steps, 1 seed,

@@ -9,10 +9,10 @@ Three measurements on real 8x8 digits centred on a larger zero canvas (16x16 by 
    translations, with max pooling vs anti-aliased max-blur pooling (`cnnlab.blurpool`).
 
 Command:  python run.py --exp=translation
-Run time: 1.9 min (117 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28);
+Run time: 1.7 min (101 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28);
           15 trainings of 400 steps.
 Result (measured): stride-1 circular conv exact (error 0); stride 2 / pooling break it for 1-px shifts (0.3-1.2);
-          robustness (accuracy kept under 1-4 px shifts) MLP 0.20, LCN 0.21, CNN+flatten 0.29, CNN+GAP 0.80,
+          robustness (accuracy kept under 1-4 px shifts) MLP 0.20, LCN 0.21, CNN+flatten 0.29, CNN+GAP 0.79,
           CNN+GAP+BlurPool 0.86; consistency 44 % (max pool) -> 71 % (BlurPool).
 Result:   see results.md — verdicts are computed from the table.
 """

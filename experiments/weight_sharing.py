@@ -6,10 +6,10 @@ net (LCN: local, not shared; same architecture, `nn.ConvLocal`) vs MLP (neither)
 
 Command:  python run.py --exp=weight_sharing          (mnist5k: 4,000 train / 1,000 test real MNIST digits)
           python run.py --exp=weight_sharing --config.data.name=digits
-Run time: 2.5 min (151 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 27 trainings.
+Run time: 1.9 min (113 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 27 trainings.
 Result (mnist5k, 3 seeds, 300 steps): CNN 9,098 params, LCN 299,498 (33x), MLP 269,322 (30x). Test accuracy
           at 10% / 30% / 100% of the training set: CNN 88.3±0.4 / 92.5±1.2 / 93.4±1.1, LCN 87.6±0.4 /
-          90.1±0.4 / 91.4±0.2, MLP 86.4±0.9 / 90.3±0.3 / 92.7±0.1. Parameter efficiency "supported"; sharing
+          90.1±0.4 / 91.4±0.2, MLP 86.4±0.9 / 90.4±0.3 / 92.8±0.2. Parameter efficiency "supported"; sharing
           "partly supported": the CNN beats the LCN by > 2 SE at 30% and 100% but not at 10%; locality alone
           "partly supported": the LCN beats the MLP by > 2 SE only at 10%.
 """
