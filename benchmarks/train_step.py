@@ -32,6 +32,10 @@ import numpy as np
 from cnnlab import dip, flops, input_pipeline, layers, models, parallel, train
 
 TORCH_THREADS = 2
+# Untimed pause before each timed run, so that the previous runner's worker threads (PyTorch's OpenMP pool spins
+# after its kernels) are parked and do not compete with the next one: without it JAX's MLP steps measured
+# ~25% slower when interleaved with PyTorch than alone.
+SETTLE_S = 0.2
 
 # name -> (cnnlab model name, kwargs, example shape (H, W, C), batch, torch twin (module, kwargs) or None, note)
 MODELS = {
@@ -139,6 +143,7 @@ def time_interleaved(runners: dict, steps: int, repeats: int) -> dict[str, list[
   rates = {k: [] for k in runners}
   for _ in range(repeats):
     for k, run in runners.items():
+      time.sleep(SETTLE_S)
       t = time.perf_counter()
       run(steps)
       rates[k].append(steps / (time.perf_counter() - t))
