@@ -78,7 +78,6 @@ def _block_max_fwd(x, window):
 
 def _block_max_bwd(window, res, g):
   x, y = res
-  d = spatial_dims(x)
   share = g / sum((s == y).astype(g.dtype) for s in _block_slices(x, window))  # ties split the gradient
 
   def up(a):  # (B, *n, C) -> (B, *(n * window), C), each value repeated over its window

@@ -11,6 +11,7 @@ CNNLAB_XLA_DEFAULTS=off sets nothing. It is an XLA:CPU flag: GPU and TPU compila
 """
 
 import os
+from importlib import metadata
 
 ENV_VAR = "CNNLAB_XLA_DEFAULTS"  # "off" leaves $XLA_FLAGS as it is
 FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
@@ -22,9 +23,8 @@ def apply() -> list[str]:
   if os.environ.get(ENV_VAR, "").strip().lower() in ("off", "0", "false", "no"):
     return []
   try:
-    from importlib import metadata  # pylint: disable=g-import-not-at-top
     version = metadata.version("jaxlib")
-  except Exception:  # pylint: disable=broad-except
+  except metadata.PackageNotFoundError:
     return []
   if not version.startswith(RELEASES):
     return []

@@ -1,7 +1,9 @@
 """AlexNet's stored counts (from shapes only) and a cheap forward pass on a small input."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cnnlab import analysis, flops, models
 from cnnlab.models import alexnet
@@ -48,3 +50,15 @@ def test_local_response_norm_matches_formula():
     lo, hi = max(0, c - 2), min(7, c + 3)
     want[..., c] = x[..., c] / (2.0 + 1e-1 * (x[..., lo:hi] ** 2).sum(-1)) ** 0.75
   np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [5, 4])
+def test_local_response_norm_gradient_equals_autodiff(size):
+  """The written-out LRN gradient equals autodiff of the formula (odd and even windows)."""
+  def plain(x):
+    sq = jnp.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(size // 2, (size - 1) // 2)])
+    return x / (2.0 + 1e-3 * sum(sq[..., i:i + x.shape[-1]] for i in range(size))) ** 0.75
+  x = 30 * jax.random.normal(jax.random.key(0), (2, 3, 3, 10))
+  ct = jax.random.normal(jax.random.key(1), x.shape)
+  ours = jax.vjp(lambda x: alexnet.local_response_norm(x, size, 2.0, 1e-3, 0.75), x)[1](ct)[0]
+  np.testing.assert_allclose(ours, jax.vjp(plain, x)[1](ct)[0], rtol=1e-5, atol=1e-6)
