@@ -222,19 +222,18 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   d = lhs.ndim - 2
   channels_last = (dimension_numbers is not None and tuple(dimension_numbers.lhs_spec) == (0, d + 1, *range(1, d + 1))
                    and tuple(dimension_numbers.rhs_spec) == (d + 1, d, *range(d)))
-  simple = (channels_last and feature_group_count == 1 and batch_group_count == 1 and _FAST_PATHS
-            and (lhs_dilation is None or all(v == 1 for v in lhs_dilation))
-            and lhs.shape[-1] <= SLICED_CONV_MAX_IN_CHANNELS and jax.default_backend() == "cpu")
-  if (channels_last and 1 < feature_group_count <= MAX_SPLIT_GROUPS and batch_group_count == 1 and _FAST_PATHS
-      and jax.default_backend() == "cpu"):
+  fast = channels_last and batch_group_count == 1 and _FAST_PATHS and jax.default_backend() == "cpu"
+  if fast and 1 < feature_group_count <= MAX_SPLIT_GROUPS:
     # One conv per group: XLA:CPU's grouped conv ran 3-6x slower than its groups as separate convs (AlexNet's
     # conv2, 7x7x96 -> 256 in 2 groups, batch 32, forward + backward: 224 -> 35 ms). The same sums.
     return jnp.concatenate([
         conv_general_dilated(x, w, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, 1, 1,
                              precision, preferred_element_type)
         for x, w in zip(jnp.split(lhs, feature_group_count, -1), jnp.split(rhs, feature_group_count, -1))], -1)
-  if (not simple and channels_last and feature_group_count == 1 and batch_group_count == 1 and _FAST_PATHS
-      and jax.default_backend() == "cpu" and preferred_element_type is None
+  fast = fast and feature_group_count == 1
+  simple = (fast and (lhs_dilation is None or all(v == 1 for v in lhs_dilation))
+            and lhs.shape[-1] <= SLICED_CONV_MAX_IN_CHANNELS)
+  if (fast and not simple and preferred_element_type is None
       and all(v == 1 for v in _tuple(window_strides, d) + _tuple(lhs_dilation, d) + _tuple(rhs_dilation, d))
       and all(lo == hi == 0 for lo, hi in (jax.lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:d], (1,) * d, padding)
                                            if isinstance(padding, str) else padding))):

@@ -19,8 +19,8 @@ noise 88 < shuffled 154 ≈ noise 254. Denoising: input 20.71 dB, DIP peak 25.05
 blur 24.34, free pixels 20.89. Inpainting: masked 8.32, DIP 25.47 ± 0.32 (EMA 26.38 ± 0.43), best blur fill
 24.25, free pixels 13.41. (Before XLA:CPU's dots left YNNPACK, 2026-11-28 05:35 UTC, float rounding differed:
 noise 93 / 160 / 260 steps, peak 25.06 ± 0.04 dB at step 637 ± 82, inpainting 25.57 ± 0.11; same verdicts.)
-The paper's 29.22 dB (2.2M parameters, ~512 px, 9 images) is not comparable in
-absolute terms; the qualitative claims reproduce at this scale.
+The paper's 29.22 dB (2.2M parameters, ~512 px, 9 images) is not comparable in absolute terms; the qualitative
+claims reproduce at this scale.
 """
 
 import json
