@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlab import dip, flops, input_pipeline, layers, models, parallel, train
+from cnnlab import device_data, dip, flops, input_pipeline, layers, models, parallel, train
 
 TORCH_THREADS = 2
 # Untimed pause before each timed run, so that the previous runner's worker threads (PyTorch's OpenMP pool spins
@@ -150,17 +150,28 @@ def time_interleaved(runners: dict, steps: int, repeats: int) -> dict[str, list[
   return rates
 
 
-def input_pipeline_rate(shape, batch_size: int, mesh, seconds: float = 1.0) -> float:
-  """images/s of `train_batches` + `device_batches` alone, as `train.fit` uses them (4,000 examples, as mnist5k)."""
+def input_pipeline_rate(shape, batch_size: int, mesh, seconds: float = 1.0, device: bool = True) -> float:
+  """images/s of the data path alone, as `train.fit` uses it, on 4,000 examples (as mnist5k).
+
+  device=True: the training set on the device, each batch gathered there (`device_data`), here as its own
+  jitted call per batch (in `fit` the gather runs inside the step). device=False: the host pipeline that
+  multi-process runs and sets over `device_data.MAX_BYTES` use (`train_batches` + `device_batches`).
+  """
   x = np.random.default_rng(0).random((4000, *shape), dtype=np.float32)
   y = np.zeros(4000, np.int32)
-  batches = parallel.device_batches(input_pipeline.train_batches(x, y, batch_size, seed=0), mesh)
+  if device:
+    data, gather = device_data.put(x, y, mesh), jax.jit(device_data.gather, static_argnums=3)
+    perms = device_data.epoch_permutations(len(x), batch_size, 0, mesh)
+    batches = (gather(data, perm, step, batch_size) for step, perm in enumerate(perms))
+  else:
+    batches = parallel.device_batches(input_pipeline.train_batches(x, y, batch_size, seed=0), mesh)
   for _ in range(16):  # warm-up: the first transfers of a process are slower
     jax.block_until_ready(next(batches))
   n, t = 0, time.perf_counter()
-  while time.perf_counter() - t < seconds:
-    jax.block_until_ready(next(batches))
+  while time.perf_counter() - t < seconds:  # dispatched ahead as `fit` does, waited for at the end
+    batch = next(batches)
     n += 1
+  jax.block_until_ready(batch)
   return n * batch_size / (time.perf_counter() - t)
 
 
@@ -218,10 +229,11 @@ def benchmark(names, quick: bool, use_torch: bool, baseline: bool) -> dict:
     rows.append(row)
     print(format_row(row), flush=True)
   # The data path alone at each 28x28 model's batch size, against that model's consumption.
-  pipeline = {}
+  pipeline, host_pipeline = {}, {}
   for r in rows:
     if tuple(r["input"]) == (28, 28, 1) and r["batch"] not in pipeline:
       pipeline[r["batch"]] = input_pipeline_rate((28, 28, 1), r["batch"], mesh, 0.3 if quick else 1.0)
+      host_pipeline[r["batch"]] = input_pipeline_rate((28, 28, 1), r["batch"], mesh, 0.3 if quick else 1.0, False)
   ratios = {r["model"]: pipeline[r["batch"]] / r["images_per_s"] for r in rows if r["batch"] in pipeline
             and tuple(r["input"]) == (28, 28, 1)}
   return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -229,7 +241,8 @@ def benchmark(names, quick: bool, use_torch: bool, baseline: bool) -> dict:
           "devices": jax.device_count(), "cpu_count": os.cpu_count(), "quick": quick,
           "torch_threads": TORCH_THREADS if any("torch_steps_per_s" in r for r in rows) else None,
           "peak_matmul_gflops": peak, "rows": rows,
-          "input_pipeline": {"images_per_s_by_batch": pipeline, "ratio_to_step_by_model": ratios}}
+          "input_pipeline": {"images_per_s_by_batch": pipeline, "ratio_to_step_by_model": ratios,
+                             "host_images_per_s_by_batch": host_pipeline}}
 
 
 HEADER = ("| model | params | batch | compile (s) | naive flax steps/s | steps/s | images/s | GFLOP/s | % peak | "
@@ -278,9 +291,11 @@ def main() -> None:
   ip = result["input_pipeline"]
   rates = ", ".join(f"{v:,.0f} images/s at batch {k}" for k, v in ip["images_per_s_by_batch"].items())
   ratios = ", ".join(f"{k} {v:.0f}x" for k, v in ip["ratio_to_step_by_model"].items())
-  print(f"\npeak float32 matmul: {result['peak_matmul_gflops']:.0f} GFLOP/s; input pipeline alone: {rates or 'n/a'}"
-        f"{'; that is, times what the step consumes: ' + ratios if ratios else ''}; "
-        f"load average {result['loadavg_end']}")
+  host = ", ".join(f"{v:,.0f} at batch {k}" for k, v in ip["host_images_per_s_by_batch"].items())
+  print(f"\npeak float32 matmul: {result['peak_matmul_gflops']:.0f} GFLOP/s; input pipeline alone (training set on "
+        f"the device, batches gathered there): {rates or 'n/a'}"
+        f"{'; that is, times what the step consumes: ' + ratios if ratios else ''}; host pipeline (multi-process "
+        f"runs, sets over 1 GiB): {host or 'n/a'}; load average {result['loadavg_end']}")
   out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                  f"train_step-{time.strftime('%Y%m%d-%H%M%S')}.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

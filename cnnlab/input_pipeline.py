@@ -16,6 +16,11 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def check_size(n: int, batch_size: int) -> None:
+  if n < batch_size:
+    raise UserError(f"the training set has {n} examples, fewer than the batch size {batch_size}")
+
+
 def train_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, start_step: int = 0,
                   rows: slice = slice(None)) -> Iterator[dict[str, np.ndarray]]:
   """Yields shuffled batches from `start_step` on, forever; each epoch drops its incomplete tail.
@@ -23,8 +28,7 @@ def train_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, star
   `rows` selects this process's part of each global batch (see `parallel.process_rows`).
   """
   n = len(x)
-  if n < batch_size:
-    raise UserError(f"the training set has {n} examples, fewer than the batch size {batch_size}")
+  check_size(n, batch_size)
   per_epoch = n // batch_size
   step = start_step
   while True:

@@ -21,7 +21,7 @@ from flax.training import train_state
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from cnnlab import analysis, checkpoint, input_pipeline, losses, parallel, preemption, reporting
+from cnnlab import analysis, checkpoint, device_data, input_pipeline, losses, parallel, preemption, reporting
 from cnnlab.data import Dataset
 from cnnlab.errors import Preempted, TrainingDiverged, UserError
 from cnnlab.metric_writer import MetricWriter
@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2     # checkpoints kept on disk
   c.tensorboard = True       # also write TensorBoard event files
   c.progress = True          # show a progress bar
+  c.device_data = True       # keep the training set (<= 1 GiB, one process) on the device(s), gather batches there
   c.loss = "cross_entropy"   # cnnlab.losses: 'cross_entropy' (a label per example or pixel) | 'class_and_box'
   return c
 
@@ -183,6 +184,18 @@ def compiled_steps(mesh: Mesh, loss: str = "cross_entropy"):
   return train, evaluate_
 
 
+@functools.lru_cache(maxsize=None)
+def compiled_gather_step(mesh: Mesh, batch_size: int, loss: str = "cross_entropy"):
+  """`train_step` on the batch gathered on the device from the resident training set (`device_data`)."""
+  rep, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+
+  def step(state, dataset, perm, rng):
+    batch = jax.lax.with_sharding_constraint(device_data.gather(dataset, perm, state.step, batch_size), data)
+    return train_step(state, batch, rng, loss)
+
+  return jax.jit(step, in_shardings=(rep, rep, rep, rep), out_shardings=(rep, rep), donate_argnums=0)
+
+
 def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, mesh: Mesh,
              loss: str = "cross_entropy") -> dict[str, float]:
   """Mean of each per-example value of `loss` (loss, accuracy, ...) over every example of (x, y)."""
@@ -225,6 +238,22 @@ def _load_pending(path: str, step: int) -> list[dict]:
   return saved["metrics"] if saved["step"] == step else []
 
 
+def _step_inputs(config: ml_collections.ConfigDict, dataset: Dataset, seed: int, start: int, mesh: Mesh):
+  """(jitted step, iterator of each step's inputs before the rng) from step `start` on.
+
+  The training set on the device(s) with each batch gathered inside the step (`device_data`), or, for
+  multi-process runs, sets over `device_data.MAX_BYTES` and `device_data=False`, host batches.
+  """
+  x, y = dataset.x_train, dataset.y_train
+  if device_data.fits(x, y, config.device_data):
+    data = device_data.put(x, y, mesh)
+    perms = device_data.epoch_permutations(len(x), config.batch_size, seed, mesh, start)
+    return compiled_gather_step(mesh, config.batch_size, config.loss), ((data, perm) for perm in perms)
+  batches = parallel.device_batches(input_pipeline.train_batches(
+      x, y, config.batch_size, seed, start, parallel.process_rows(config.batch_size)), mesh)
+  return compiled_steps(mesh, config.loss)[0], ((batch,) for batch in batches)
+
+
 def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, workdir: str, seed: int,
         mesh: Mesh | None = None) -> tuple[TrainState, dict]:
   """Trains `model` on `dataset` for `config.steps`, resuming from `workdir`; returns (state, summary).
@@ -244,11 +273,9 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
   if os.path.exists(summary_path) and start == config.steps:
     ckpt.close()
     return state, reporting.read_json(summary_path)
-  train_fn, _ = compiled_steps(mesh, config.loss)
   writer = MetricWriter(workdir, resume_step=start, tensorboard=config.tensorboard)
   block = parallel.needs_blocking(mesh)
-  batches = parallel.device_batches(input_pipeline.train_batches(
-      dataset.x_train, dataset.y_train, config.batch_size, seed, start, parallel.process_rows(config.batch_size)), mesh)
+  step_fn, inputs = _step_inputs(config, dataset, seed, start, mesh)
   # Metrics of the unlogged part of a log window survive a preemption in this file, so a resumed run
   # logs exactly the averages an uninterrupted one would.
   pending_path = os.path.join(workdir, "pending_metrics.json")
@@ -260,7 +287,7 @@ def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, w
       if stop.requested:  # signalled before this training started (e.g. while compiling)
         raise Preempted(start, stop.signum, workdir)
       for step in range(start, config.steps):
-        state, metrics = train_fn(state, next(batches), step_rng)
+        state, metrics = step_fn(state, *next(inputs), step_rng)
         if block:
           jax.block_until_ready(metrics)
         pending.append(metrics)

@@ -2,6 +2,7 @@
 
 import itertools
 
+import jax
 import numpy as np
 import pytest
 
@@ -71,3 +72,25 @@ def test_device_batches_are_the_host_batches_in_order_and_read_ahead_at_most_a_c
   for a, b in zip(out, host):
     np.testing.assert_array_equal(np.asarray(a["x"]), b["x"])
     np.testing.assert_array_equal(np.asarray(a["y"]), b["y"])
+
+
+@pytest.mark.parametrize("start", [0, 5, 6])  # from the start, mid-epoch (a resume), at an epoch boundary
+def test_device_gathered_batches_are_the_host_batches(start):
+  from cnnlab import device_data, parallel  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh()
+  host = take(input_pipeline.train_batches(X, Y, 8, seed=2, start_step=start), 14)  # 6 per epoch: crosses two
+  data = device_data.put(X, Y, mesh)
+  gather = jax.jit(device_data.gather, static_argnums=3)
+  for step, (perm, b) in enumerate(zip(device_data.epoch_permutations(len(X), 8, 2, mesh, start), host), start):
+    got = gather(data, perm, step, 8)
+    np.testing.assert_array_equal(np.asarray(got["x"]), b["x"])
+    np.testing.assert_array_equal(np.asarray(got["y"]), b["y"])
+
+
+def test_device_data_is_only_for_one_process_and_sets_that_fit():
+  from cnnlab import device_data  # pylint: disable=g-import-not-at-top
+  assert device_data.fits(X, Y) and not device_data.fits(X, Y, enabled=False)
+  big = np.broadcast_to(np.zeros((), np.float32), (device_data.MAX_BYTES // 4 + 1,))  # no memory behind it
+  assert not device_data.fits(big, Y)
+  with pytest.raises(UserError):
+    next(device_data.epoch_permutations(len(X), 64, 0, None))

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnnlab import models, parallel, reporting, train
+from cnnlab import models, reporting, train
 from cnnlab.errors import Preempted
 from cnnlab.metric_writer import read_metrics
 
@@ -35,22 +35,28 @@ def cfg(tiny_train_config):
   return tiny_train_config
 
 
-@pytest.mark.parametrize("kill_at", [3, 9])
-def test_sigterm_checkpoints_and_resume_is_exact(digits, cfg, tmp_path, monkeypatch, kill_at):
+@pytest.mark.parametrize("kill_at,device_data", [(3, True), (9, True), (9, False)])
+def test_sigterm_checkpoints_and_resume_is_exact(digits, cfg, tmp_path, monkeypatch, kill_at, device_data):
+  cfg.device_data = device_data
   full, _ = train.fit(cfg, mlp(), digits, str(tmp_path / "full"), seed=0)
-  real = parallel.device_batches
+  real = train._step_inputs  # pylint: disable=protected-access
 
-  def batches_and_maybe_signal(batches, mesh, chunk=8):
-    for n, batch in enumerate(real(batches, mesh, chunk), 1):  # fit takes one batch per step
-      if n == kill_at:
-        os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled by the real handler
-      yield batch
+  def inputs_and_maybe_signal(*args):
+    step_fn, inputs = real(*args)
 
-  monkeypatch.setattr(parallel, "device_batches", batches_and_maybe_signal)
+    def signalling():
+      for n, step_inputs in enumerate(inputs, 1):  # fit takes one item per step
+        if n == kill_at:
+          os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled by the real handler
+        yield step_inputs
+
+    return step_fn, signalling()
+
+  monkeypatch.setattr(train, "_step_inputs", inputs_and_maybe_signal)
   with pytest.raises(Preempted) as e:
     train.fit(cfg, mlp(), digits, str(tmp_path / "cut"), seed=0)
   assert e.value.step == kill_at and e.value.signum == signal.SIGTERM
-  monkeypatch.setattr(parallel, "device_batches", real)
+  monkeypatch.setattr(train, "_step_inputs", real)
   resumed, _ = train.fit(cfg, mlp(), digits, str(tmp_path / "cut"), seed=0)
   same_params(resumed, full)
   assert read_metrics(str(tmp_path / "cut")) == read_metrics(str(tmp_path / "full"))

@@ -58,6 +58,19 @@ def test_resume_gives_identical_params(digits, tiny_train_config, tmp_path):
   assert loss(tmp_path / "resumed") == loss(tmp_path / "full")
 
 
+def test_device_resident_data_trains_exactly_as_host_batches(digits, tiny_train_config, tmp_path):
+  cfg = tiny_train_config
+  cfg.batch_size, cfg.steps = 128, len(digits.x_train) // 128 + 3  # crosses an epoch boundary
+  runs = {}
+  for device_data in (True, False):
+    cfg.device_data = device_data
+    state, summary = train.fit(cfg, models.create("cnn", features=(4, 8)), digits, str(tmp_path / str(device_data)),
+                               seed=3)
+    runs[device_data] = params_of(state), summary, read_metrics(str(tmp_path / str(device_data)))
+  assert_trees_equal(runs[True][0], runs[False][0])
+  assert runs[True][1:] == runs[False][1:]
+
+
 def test_finished_run_is_not_retrained(digits, tiny_train_config, tmp_path):
   s1, sum1 = train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
   n_lines = len(read_metrics(str(tmp_path)))

@@ -1,0 +1,51 @@
+"""The training set kept on the device(s), each step gathering its batch there.
+
+The same batches as `input_pipeline.train_batches` (the same epoch permutations, uploaded once per epoch),
+so the same numbers, without a host gather and a host-to-device copy per step: on 2 CPU cores those cost
+~0.2 ms per batch of 64 MNIST images (host gather ~0.06 ms, `device_put` the rest), a sixth of the
+weight_sharing MLP's step. The gather runs inside the jitted train step (`train.compiled_gather_step`):
+no extra dispatch. Used by `train.fit` for single-process runs on a training set of up to `MAX_BYTES`;
+multi-process runs (each process feeding its own rows) and larger sets keep the host pipeline.
+"""
+
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from cnnlab import input_pipeline, parallel
+
+MAX_BYTES = 1 << 30  # a replicated copy per device: 1 GiB each at most
+
+
+def fits(x: np.ndarray, y: np.ndarray, enabled: bool = True) -> bool:
+  """Whether `fit` keeps this training set on the device(s)."""
+  return enabled and jax.process_count() == 1 and x.nbytes + y.nbytes <= MAX_BYTES
+
+
+def put(x: np.ndarray, y: np.ndarray, mesh: Mesh) -> dict[str, jax.Array]:
+  """The whole training set, replicated on every device of `mesh`."""
+  return jax.device_put({"x": x, "y": y}, parallel.replicated(mesh))
+
+
+def epoch_permutations(n: int, batch_size: int, seed: int, mesh: Mesh, start_step: int = 0) -> Iterator[jax.Array]:
+  """For each step from `start_step` on, its epoch's permutation on the device(s) (the same array all epoch)."""
+  input_pipeline.check_size(n, batch_size)
+  per_epoch = n // batch_size
+  step = start_step
+  while True:
+    epoch, i = divmod(step, per_epoch)
+    perm = jax.device_put(input_pipeline.epoch_permutation(n, seed, epoch).astype(np.int32),
+                          parallel.replicated(mesh))
+    for _ in range(i, per_epoch):
+      yield perm
+    step = (epoch + 1) * per_epoch
+
+
+def gather(data: dict[str, jax.Array], perm: jax.Array, step: jax.Array, batch_size: int) -> dict[str, jax.Array]:
+  """Batch `step` of its epoch: rows perm[i * batch_size:(i + 1) * batch_size], i = step mod batches per epoch."""
+  i = step % (perm.shape[0] // batch_size)
+  idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+  return {k: v.at[idx].get(mode="promise_in_bounds") for k, v in data.items()}
