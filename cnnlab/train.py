@@ -162,8 +162,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
   (_, (per_example, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   metrics = {k: v.mean() for k, v in per_example.items()}
-  metrics["grad_norm"] = optax.tree.norm(grads)
+  metrics["grad_norm"] = global_norm(grads)
   return state, metrics
+
+
+def global_norm(tree) -> jax.Array:
+  """The L2 norm of all leaves together, as `optax.tree.norm` up to float rounding.
+
+  Leaves of 2^16 elements or more are squared and summed as one dot each: as a reduction, XLA:CPU
+  materialised their squares (shared with Adam's second moment) and reduced them slowly, ~8% of the
+  784-1000-1000-10 MLP's step; as dots, the weight_sharing MLP's step measured ~5% faster and the conv nets'
+  no different.
+  """
+  return jnp.sqrt(sum(jnp.vdot(g, g) if g.size >= 1 << 16 else jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "cross_entropy") -> dict[str, jax.Array]:

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from cnnlab import checkpoint, models, train
@@ -96,3 +97,10 @@ def test_batch_not_divisible_by_devices_is_a_user_error(digits, tiny_train_confi
   tiny_train_config.batch_size = mesh.size + 1
   with pytest.raises(UserError):
     train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
+
+
+def test_global_norm_is_optax_tree_norm():
+  rng = np.random.default_rng(0)
+  tree = {"big": rng.standard_normal((300, 300), np.float32), "small": rng.standard_normal(7).astype(np.float32),
+          "scalar": np.float32(3.0)}
+  np.testing.assert_allclose(float(train.global_norm(tree)), float(optax.tree.norm(tree)), rtol=1e-6)
