@@ -35,16 +35,11 @@ def put(x: np.ndarray, y: np.ndarray, mesh: Mesh) -> dict[str, jax.Array]:
 
 def epoch_permutations(n: int, batch_size: int, seed: int, mesh: Mesh, start_step: int = 0) -> Iterator[jax.Array]:
   """For each step from `start_step` on, its epoch's permutation on the device(s) (the same array all epoch)."""
-  input_pipeline.check_size(n, batch_size)
-  per_epoch = n // batch_size
-  step = start_step
-  while True:
-    epoch, i = divmod(step, per_epoch)
-    perm = jax.device_put(input_pipeline.epoch_permutation(n, seed, epoch).astype(np.int32),
-                          parallel.replicated(mesh))
-    for _ in range(i, per_epoch):
-      yield perm
-    step = (epoch + 1) * per_epoch
+  host = on_device = None
+  for perm, _ in input_pipeline.step_positions(n, batch_size, seed, start_step):
+    if perm is not host:  # a new epoch
+      host, on_device = perm, jax.device_put(perm.astype(np.int32), parallel.replicated(mesh))
+    yield on_device
 
 
 def gather(data: dict[str, jax.Array], perm: jax.Array, step: jax.Array, batch_size: int) -> dict[str, jax.Array]:

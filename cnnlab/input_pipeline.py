@@ -21,24 +21,28 @@ def check_size(n: int, batch_size: int) -> None:
     raise UserError(f"the training set has {n} examples, fewer than the batch size {batch_size}")
 
 
+def step_positions(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[tuple[np.ndarray, int]]:
+  """For each step from `start_step` on, forever: its epoch's permutation (one array per epoch) and its batch
+  index in that epoch; each epoch drops its incomplete tail."""
+  check_size(n, batch_size)
+  per_epoch = n // batch_size
+  epoch, i = divmod(start_step, per_epoch)
+  while True:
+    perm = epoch_permutation(n, seed, epoch)
+    for j in range(i, per_epoch):
+      yield perm, j
+    epoch, i = epoch + 1, 0
+
+
 def train_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, start_step: int = 0,
                   rows: slice = slice(None)) -> Iterator[dict[str, np.ndarray]]:
   """Yields shuffled batches from `start_step` on, forever; each epoch drops its incomplete tail.
 
   `rows` selects this process's part of each global batch (see `parallel.process_rows`).
   """
-  n = len(x)
-  check_size(n, batch_size)
-  per_epoch = n // batch_size
-  step = start_step
-  while True:
-    epoch, i = divmod(step, per_epoch)
-    perm = epoch_permutation(n, seed, epoch)
-    while i < per_epoch:
-      idx = perm[i * batch_size:(i + 1) * batch_size][rows]
-      yield {"x": x[idx], "y": y[idx]}
-      i += 1
-      step += 1
+  for perm, i in step_positions(len(x), batch_size, seed, start_step):
+    idx = perm[i * batch_size:(i + 1) * batch_size][rows]
+    yield {"x": x[idx], "y": y[idx]}
 
 
 def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int,
