@@ -9,7 +9,7 @@ continues from its checkpoints. `--config.readme=README.md` also refreshes the l
 
 Command:  python run.py --exp=report                 (standard configs, workdir runs/report)
           python run.py --exp=report --quick         (every experiment's quick config, runs/report-quick)
-Run time: standard report 11.7 min in a fresh run on 2 CPU cores (14 experiments, 2 at a time, 2026-11-28;
+Run time: standard report 11.7-12.0 min in fresh runs on 2 CPU cores (14 experiments, 2 at a time, 2026-11-28;
           14.0-14.4 min before the XLA:CPU flag and the last fast paths; the budget is 15); quick ~4 min.
 Result:   REPORT.md; the README shows its ledger.
 """
