@@ -70,6 +70,8 @@ def check_config_types(default, parsed, prefix: str = "") -> None:
 
 
 def main(argv: list[str]) -> int:
+  from cnnlab.runtime import xla_flags  # pylint: disable=g-import-not-at-top
+  xla_flags.apply()  # before anything imports JAX: XLA reads $XLA_FLAGS once
   import experiments  # pylint: disable=g-import-not-at-top
   from cnnlab import runner  # pylint: disable=g-import-not-at-top
   from cnnlab.errors import Preempted, TrainingDiverged, UserError  # pylint: disable=g-import-not-at-top
@@ -94,7 +96,8 @@ def main(argv: list[str]) -> int:
     return fail(str(e))
 
   import jax  # pylint: disable=g-import-not-at-top
-  from cnnlab import compile_cache, parallel, preemption  # pylint: disable=g-import-not-at-top
+  from cnnlab.runtime import compile_cache  # pylint: disable=g-import-not-at-top
+  from cnnlab.training import parallel, preemption  # pylint: disable=g-import-not-at-top
   cache = compile_cache.enable()  # reruns load compiled steps from disk ($CNNLAB_JAX_CACHE=off disables)
   preemption.install()  # from here on, SIGTERM/SIGINT checkpoint at the next step instead of killing
   if FLAGS.distributed or FLAGS.coordinator_address:

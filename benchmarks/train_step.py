@@ -25,11 +25,19 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from cnnlab.runtime import xla_flags
+
+xla_flags.apply()  # before JAX starts: XLA reads $XLA_FLAGS once
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlab import device_data, dip, flops, input_pipeline, layers, models, parallel, train
+from cnnlab import models
+from cnnlab.models import layers
+from cnnlab.ops import flops
+from cnnlab.runtime import prng
+from cnnlab.training import device_data, dip, input_pipeline, parallel, train
 
 TORCH_THREADS = 2
 # Untimed pause before each timed run, so that the previous runner's worker threads (PyTorch's OpenMP pool spins
@@ -81,7 +89,7 @@ def jax_runner(name: str, model, shape, batch_size: int, mesh, fast: bool = True
   """
   rng = np.random.default_rng(0)
   if name.startswith("dip"):
-    with train.classic_threefry():  # as dip.fit draws its noise
+    with prng.classic_threefry():  # as dip.fit draws its noise
       z = dip.input_code(jax.random.key(0), shape[0], shape[-1])
       state = dip.create_state(model, z, jax.random.key(1), 0.01)
     target = rng.random((shape[0], shape[1], 3), dtype=np.float32)
@@ -89,7 +97,7 @@ def jax_runner(name: str, model, shape, batch_size: int, mesh, fast: bool = True
     jitted = dip.dip_step if fast else jax.jit(lambda *a: dip.dip_step.__wrapped__(*a), donate_argnums=0)
 
     def step(*args):
-      with train.classic_threefry():
+      with prng.classic_threefry():
         return jitted(*args)
   else:
     state = train.create_train_state(model, train.make_optimizer(train.get_config()), jax.random.key(0), shape, mesh)

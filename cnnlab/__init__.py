@@ -1,7 +1,7 @@
-"""cnnlab: measured answers to why convolutional networks work for vision."""
+"""cnnlab: measured answers to why convolutional networks work for vision.
 
-from cnnlab import xla_flags as _xla_flags
-
-_xla_flags.apply()  # before JAX starts its backend: XLA reads $XLA_FLAGS once
+Importing cnnlab changes nothing outside it: no environment variable, no JAX config. Entry points (run.py, the
+benchmark) call `cnnlab.runtime.xla_flags.apply()` before JAX starts; a notebook or library may call it too.
+"""
 
 __version__ = "0.1.0"

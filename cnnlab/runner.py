@@ -12,7 +12,7 @@ from typing import Sequence
 import jax
 import ml_collections
 
-from cnnlab import reporting
+from cnnlab.report import rendering as reporting
 from cnnlab.errors import UserError
 
 

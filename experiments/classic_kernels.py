@@ -18,7 +18,8 @@ import skimage.color
 import skimage.data
 import skimage.feature
 
-from cnnlab import kernels, ledger, reporting, verdicts
+from cnnlab.ops import classic_kernels as kernels
+from cnnlab.report import ledger, rendering as reporting, verdicts
 from cnnlab.errors import UserError
 
 

@@ -3,7 +3,7 @@
 Command: python run.py --exp=conv_arithmetic
 Run time: 10 s beside another experiment in the standard report (2 CPU cores, 2026-11-28).
 Result: on every (i, k, s, p, d) of the sweep (1,266 valid convolutions, 723 transposed convolutions, the
-transposes of the 1,266 convolutions, 720 'SAME'/'VALID' cases) `cnnlab.conv_arithmetic` predicts the shape
+transposes of the 1,266 convolutions, 720 'SAME'/'VALID' cases) `cnnlab.ops.conv_arithmetic` predicts the shape
 of the real `lax` / flax op exactly, and refuses (GeometryError) exactly the 354 geometries where lax
 returns an empty output. 18x18 with 3x3 gives
 16x16 unpadded and 18x18 with padding 1; AlexNet's conv1 needs a 227-pixel input (224 gives 54, not 55).
@@ -18,8 +18,8 @@ import ml_collections
 import numpy as np
 from jax import lax
 
-from cnnlab import conv_arithmetic as ca
-from cnnlab import ledger, reporting, verdicts
+from cnnlab.ops import conv_arithmetic as ca
+from cnnlab.report import ledger, rendering as reporting, verdicts
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -222,6 +222,6 @@ def _judge_arithmetic(results: dict) -> ledger.Finding:
 CLAIMS = [
     ledger.Claim("conv_arithmetic", "Output sizes follow o = floor((i + 2p - k')/s) + 1 with k' = k + (k-1)(d-1), "
                  "and o' = s(i'-1) + a + k' - 2p for transposed convolutions ('same' padding keeps i/s).",
-                 "Dumoulin & Visin 2016", "cnnlab.conv_arithmetic's prediction vs the shape of the real lax / flax "
+                 "Dumoulin & Visin 2016", "cnnlab.ops.conv_arithmetic's prediction vs the shape of the real lax / flax "
                  "op over a grid of (i, k, s, p, d)", _judge_arithmetic),
 ]

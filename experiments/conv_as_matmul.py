@@ -19,7 +19,8 @@ import numpy as np
 import scipy.signal
 import skimage.data
 
-from cnnlab import conv_ops, ledger, reporting, verdicts
+from cnnlab.ops import conv_ops
+from cnnlab.report import ledger, rendering as reporting, verdicts
 from cnnlab.errors import UserError
 
 # name -> (input shape without batch, kernel shape, strides, padding, rhs dilation, groups).

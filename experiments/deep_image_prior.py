@@ -32,7 +32,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnnlab import analysis, dip, image_metrics, images, ledger, reporting, verdicts
+from cnnlab.data import images
+from cnnlab.metrics import image as image_metrics
+from cnnlab.ops import analysis
+from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.training import dip
 from cnnlab import models as model_lib
 from cnnlab.errors import UserError
 
@@ -50,7 +54,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.seed = 0                  # run i uses seed + i for the noise draw / mask, the net init and the code z
   c.num_seeds = 3             # seeds for denoising and inpainting (mean ± std over them)
   c.fit_seeds = 1             # seeds for the fitting curves (each seed fits all four targets)
-  c.image = "astronaut"       # a bundled photo (cnnlab.images.SOURCES)
+  c.image = "astronaut"       # a bundled photo (cnnlab.data.images.SOURCES)
   c.size = 64                 # crop side in pixels (divisible by 2**depth)
   c.crop = 1.0                # central square fraction of the photo, resized to `size`
   c.width = 32                # channels of every down/up conv of the skip net (paper: 128)

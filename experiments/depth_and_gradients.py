@@ -25,7 +25,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from cnnlab import data, ledger, metric_writer, models, parallel, reporting, sweep, train, verdicts
+from cnnlab import data, models
+from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.training import metric_writer, parallel, sweep, train
 
 UNTESTED = "untested (no vanishing or exploding gradients at this depth)"
 VARIANTS = {"plain": ("none", False), "batchnorm": ("batch", False), "residual": ("none", True),

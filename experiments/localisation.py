@@ -1,6 +1,6 @@
 """CNNs also localise: a small CNN finds the class and box of a real digit on a canvas, far better than a same-size MLP.
 
-Single-object detection on canvases of one real MNIST digit (`cnnlab.canvas`: mnist5k shrunk to 14x14,
+Single-object detection on canvases of one real MNIST digit (`cnnlab.data.canvas`: mnist5k shrunk to 14x14,
 pasted at a random position on 32x32); the target is the class and the box of the digit's strokes. A
 CNN (3x3 conv + max pool stages, a dense layer, a class + box head) against an MLP whose hidden width is
 chosen to give it about the CNN's parameter count; both trained with cross-entropy + (1 - GIoU)
@@ -23,8 +23,12 @@ import time
 import ml_collections
 import numpy as np
 
-from cnnlab import (analysis, boxes, canvas, data, inference, ledger, losses, models, reporting, sweep, timing, train,
-                    verdicts)
+from cnnlab import data, models
+from cnnlab.data import canvas
+from cnnlab.metrics import boxes
+from cnnlab.ops import analysis
+from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.training import inference, losses, sweep, timing, train
 from cnnlab.errors import UserError
 
 LABELS = {"cnn": "CNN", "mlp": "MLP (similar size)"}

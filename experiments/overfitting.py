@@ -17,7 +17,9 @@ import os
 import ml_collections
 import numpy as np
 
-from cnnlab import data, ledger, metric_writer, reporting, sweep, train, verdicts
+from cnnlab import data
+from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.training import metric_writer, sweep, train
 from experiments import weight_sharing
 
 LABELS = weight_sharing.MODEL_LABELS

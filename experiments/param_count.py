@@ -16,7 +16,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnnlab import analysis, flops, ledger, models, reporting, verdicts
+from cnnlab import models
+from cnnlab.ops import analysis, flops
+from cnnlab.report import ledger, rendering as reporting, verdicts
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:

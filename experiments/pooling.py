@@ -23,7 +23,10 @@ import os
 import ml_collections
 import numpy as np
 
-from cnnlab import data, ledger, models, reporting, shift, train, verdicts
+from cnnlab import data, models
+from cnnlab.ops import shift
+from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.training import train
 
 ANCHOR_1K = {"none": 59, "stride": 57, "max": 78, "avg": 78}  # MNIST-1D pooling benchmark, 1k training examples
 LABELS = {"none": "no downsampling", "stride": "stride-2 conv", "max": "max pool", "avg": "average pool",

@@ -20,10 +20,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cnnlab import analysis, data, ledger, models, reporting, train, verdicts
-from cnnlab import receptive_field as rfl
+from cnnlab import data, models
+from cnnlab.ops import analysis
+from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.runtime import prng
+from cnnlab.training import train
+from cnnlab.ops import receptive_field as rfl
 from cnnlab.errors import UserError
-from cnnlab.receptive_field import Layer
+from cnnlab.ops.receptive_field import Layer
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -38,7 +42,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.max_depth = 6              # dilated vs plain 3x3 stacks of depth 1..max_depth
   c.stack_channels = 16        # channels of those stacks (for their parameter counts)
   c.data = data.get_config()   # dataset of the trained CNN (see cnnlab.data)
-  c.train = train.get_config()  # optimisation of the trained CNN (see cnnlab.train)
+  c.train = train.get_config()  # optimisation of the trained CNN (see cnnlab.training.train)
   c.train.steps = 300
   c.train.batch_size = 64
   c.train.log_every = 100
@@ -128,7 +132,7 @@ def effective_fields(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   erf = _erf_fn(model, last_conv, centre)
   # Untrained: fresh inits of the same model, drawn as train.fit draws its init (fast to compile on XLA:CPU).
   init = jax.jit(model.init)
-  with train.classic_threefry():
+  with prng.classic_threefry():
     maps = {f"untrained (init {i})": np.asarray(erf(init({"params": jax.random.key(config.seed + 1 + i)},
                                                           jnp.zeros((1, *ds.example_shape)))["params"], x))
             for i in range(config.untrained_inits)}

@@ -31,7 +31,9 @@ import numpy as np
 import optax
 
 import experiments
-from cnnlab import ledger, preemption, reporting, runner
+from cnnlab import runner
+from cnnlab.report import ledger, rendering as reporting
+from cnnlab.training import preemption
 from cnnlab.errors import Preempted, TrainingDiverged, UserError
 
 # Fields that change what the report shows, not what its experiments compute: a workdir stays reusable.

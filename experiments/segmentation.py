@@ -1,6 +1,6 @@
 """CNNs also segment: a fully-convolutional encoder-decoder labels every pixel of real digits, and U-Net skips help.
 
-Canvases of 1-3 real MNIST digits (`cnnlab.canvas`: mnist5k shrunk to 14x14, pasted at random positions on
+Canvases of 1-3 real MNIST digits (`cnnlab.data.canvas`: mnist5k shrunk to 14x14, pasted at random positions on
 32x32) with a label per pixel: background or the class of the digit whose stroke it is (11 classes). Three
 decoders on one encoder, differing in one choice each: stride-2 transposed-conv upsampling, bilinear resize +
 conv (Odena et al. 2016; `nearest` is a fourth variant for --config.variants), and a U-Net (transposed conv +
@@ -37,8 +37,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnnlab import (canvas, data, inference, ledger, models, parallel, reporting, segmentation_metrics, sweep, timing,
-                    train, verdicts)
+from cnnlab import data, models
+from cnnlab.data import canvas
+from cnnlab.metrics import segmentation as segmentation_metrics
+from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.training import inference, parallel, sweep, timing, train
 from cnnlab.errors import UserError
 
 VARIANTS = {"transposed": dict(upsample="transposed"), "bilinear": dict(upsample="bilinear"),

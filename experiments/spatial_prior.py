@@ -24,7 +24,9 @@ Result (measured, 1,500 steps (GRU 750), 3 seeds): MNIST-1D logistic 31.1 / MLP 
 import ml_collections
 import numpy as np
 
-from cnnlab import data, ledger, models, reporting, sweep, train, verdicts
+from cnnlab import data, models
+from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.training import sweep, train
 
 # Greydanus & Kobak, MNIST-1D Table 1: test accuracy (%), mean ± std, 6,000 steps.
 PAPER = {("logistic", False): "32 ± 1", ("mlp", False): "68 ± 2", ("cnn", False): "94 ± 2", ("gru", False): "91 ± 2",

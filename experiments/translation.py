@@ -6,7 +6,7 @@ Three measurements on real 8x8 digits centred on a larger zero canvas (16x16 by 
 2. Invariance: train on centred digits, test on digits translated by 0…k pixels, for an MLP, a
    locally-connected net, a CNN with a flatten head and a CNN with a global-average-pool head.
 3. Shift consistency (Zhang 2019): how often the predicted class agrees between two random
-   translations, with max pooling vs anti-aliased max-blur pooling (`cnnlab.blurpool`).
+   translations, with max pooling vs anti-aliased max-blur pooling (`cnnlab.models.blurpool`).
 
 Command:  python run.py --exp=translation
 Run time: 1.7 min (101 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28);
@@ -24,7 +24,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnnlab import blurpool, data, ledger, models, reporting, shift, sweep, train, verdicts
+from cnnlab import data, models
+from cnnlab.models import blurpool
+from cnnlab.ops import shift
+from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.runtime import prng
+from cnnlab.training import sweep, train
 
 MODEL_LABELS = {"mlp": "MLP", "lcn": "LCN (flatten head)", "cnn_flat": "CNN, max pool, flatten head",
                 "cnn_gap": "CNN, max pool, GAP head", "cnn_gap_blur": "CNN, max-blur pool, GAP head"}
@@ -107,7 +112,7 @@ def probe_equivariance(config: ml_collections.ConfigDict, x_digits: np.ndarray) 
       net = ProbeStack(config.probe_features, config.probe_depth, kind, padding)
       apply = jax.jit(net.apply)
       for seed in range(config.seeds):
-        with train.classic_threefry():
+        with prng.classic_threefry():
           params = net.init(jax.random.key(seed), inputs["digits"][:1])
         for input_name, x in inputs.items():
           for depth in range(config.probe_depth):

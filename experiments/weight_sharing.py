@@ -19,7 +19,10 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from cnnlab import analysis, data, ledger, models, reporting, sweep, train, verdicts
+from cnnlab import data, models
+from cnnlab.ops import analysis
+from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.training import sweep, train
 from cnnlab.errors import UserError
 
 MODEL_LABELS = {"cnn": "CNN (local + shared)", "lcn": "LCN (local, unshared)", "mlp": "MLP (dense)"}

@@ -8,6 +8,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+from cnnlab.runtime import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+xla_flags.apply()  # as run.py does, before JAX starts, so that tests compute what runs compute
+
 
 @pytest.fixture(scope="session")
 def digits():
@@ -19,7 +23,7 @@ def digits():
 
 @pytest.fixture
 def tiny_train_config():
-  from cnnlab import train
+  from cnnlab.training import train
   c = train.get_config()
   c.steps = 8
   c.batch_size = 32
@@ -36,7 +40,8 @@ def run_quick(tmp_path):
   """Runs an experiment's quick config end to end; returns (config, results, results.md text, workdir)."""
   import json  # pylint: disable=g-import-not-at-top
   import experiments  # pylint: disable=g-import-not-at-top
-  from cnnlab import reporting, runner  # pylint: disable=g-import-not-at-top
+  from cnnlab import runner  # pylint: disable=g-import-not-at-top
+  from cnnlab.report import rendering as reporting  # pylint: disable=g-import-not-at-top
 
   def run(name):
     module = experiments.get(name)

@@ -5,14 +5,15 @@ import sys
 import jax
 
 jax.config.update("jax_num_cpu_devices", 2)
-from cnnlab import parallel  # noqa: E402  (after the device count is set)
+from cnnlab.training import parallel  # noqa: E402  (after the device count is set)
 
 parallel.initialize_distributed(f"127.0.0.1:{sys.argv[1]}", num_processes=2, process_id=int(sys.argv[2]))
 
 import flax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cnnlab import data, input_pipeline, models, train  # noqa: E402
+from cnnlab import data, models  # noqa: E402
+from cnnlab.training import input_pipeline, train  # noqa: E402
 
 assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
 c = data.get_config()

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnnlab import analysis, flops, models
+from cnnlab import models
+from cnnlab.ops import analysis, flops
 from cnnlab.models import alexnet
 
 SHAPE = (1, 227, 227, 3)

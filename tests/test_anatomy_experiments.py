@@ -5,7 +5,8 @@ import os
 import pytest
 
 import experiments
-from cnnlab import reporting, runner
+from cnnlab import runner
+from cnnlab.report import rendering as reporting
 
 ANATOMY = ("param_count", "conv_arithmetic", "conv_as_matmul", "classic_kernels", "receptive_field")
 

@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 from scipy.special import comb
 
-from cnnlab import blurpool
+from cnnlab.models import blurpool
 
 SCIPY_MODES = {"reflect": "mirror", "zero": "constant", "circular": "wrap"}
 

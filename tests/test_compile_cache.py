@@ -2,7 +2,7 @@
 
 import jax
 
-from cnnlab import compile_cache
+from cnnlab.runtime import compile_cache
 
 
 def test_off_values_leave_jax_config_alone(monkeypatch):

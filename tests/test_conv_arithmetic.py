@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from jax import lax
 
-from cnnlab import conv_arithmetic as ca
+from cnnlab.ops import conv_arithmetic as ca
 from cnnlab.errors import UserError
 
 DN = ("NWC", "WIO", "NWC")

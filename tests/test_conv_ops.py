@@ -7,8 +7,8 @@ import pytest
 import scipy.signal
 from hypothesis import given, settings, strategies as st
 
-from cnnlab import conv_ops, flops
-from cnnlab.conv_arithmetic import GeometryError
+from cnnlab.ops import conv_ops, flops
+from cnnlab.ops.conv_arithmetic import GeometryError
 
 
 @st.composite

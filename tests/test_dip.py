@@ -5,7 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnnlab import analysis, dip, image_metrics, images, models
+from cnnlab import models
+from cnnlab.data import images
+from cnnlab.metrics import image as image_metrics
+from cnnlab.ops import analysis
+from cnnlab.training import dip
 from cnnlab.errors import UserError
 from cnnlab.models.dip import BatchStatNorm, reflect_pad
 
@@ -137,7 +141,8 @@ def test_tiny_denoising_fit_beats_the_noisy_input_and_is_reproducible():
 
 def test_quick_experiment_writes_results_and_computes_its_claims(tmp_path):
   import experiments  # pylint: disable=g-import-not-at-top
-  from cnnlab import runner, reporting  # pylint: disable=g-import-not-at-top
+  from cnnlab import runner  # pylint: disable=g-import-not-at-top
+  from cnnlab.report import rendering as reporting  # pylint: disable=g-import-not-at-top
   module = experiments.get("deep_image_prior")
   config = module.get_config(quick=True)
   assert (config.width, config.depth, config.code_channels) == (TINY["width"], TINY["depth"], 8)  # shared compile

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from cnnlab import conv_grads, layers
+from cnnlab.kernels import conv_grads
+from cnnlab.models import layers
 
 DN = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 

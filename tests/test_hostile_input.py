@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from cnnlab import data, train
+from cnnlab import data
+from cnnlab.training import train
 from cnnlab.errors import UserError
 
 NUMBERS = st.one_of(st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio
 
-from cnnlab import image_metrics
+from cnnlab.metrics import image as image_metrics
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (16, 12, 3)])

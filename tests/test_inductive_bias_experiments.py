@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from cnnlab import verdicts
+from cnnlab.report import verdicts
 
 
 @pytest.mark.slow  # 1-2 min each on 2 cores: run by .ci/run after the default suite
@@ -80,7 +80,7 @@ def test_depth_and_gradients(run_quick):
 def test_block_grad_norms_match_a_direct_gradient(digits):
   import jax
   import optax
-  from cnnlab import parallel, train
+  from cnnlab.training import parallel, train
   from experiments import depth_and_gradients
   config = depth_and_gradients.get_config(quick=True)  # the quick run's model and optimizer: no new compile
   depth = config.train_depths[0]

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnnlab import input_pipeline
+from cnnlab.training import input_pipeline
 from cnnlab.errors import UserError
 
 X = np.arange(50, dtype=np.float32).reshape(50, 1, 1, 1)
@@ -59,7 +59,7 @@ def test_batch_larger_than_dataset_is_a_user_error():
 
 
 def test_device_batches_are_the_host_batches_in_order_and_read_ahead_at_most_a_chunk():
-  from cnnlab import parallel  # pylint: disable=g-import-not-at-top
+  from cnnlab.training import parallel  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
   host = take(input_pipeline.train_batches(X, Y, 8, seed=1), 11)
   consumed = []
@@ -76,7 +76,7 @@ def test_device_batches_are_the_host_batches_in_order_and_read_ahead_at_most_a_c
 
 @pytest.mark.parametrize("start", [0, 5, 6])  # from the start, mid-epoch (a resume), at an epoch boundary
 def test_device_gathered_batches_are_the_host_batches(start):
-  from cnnlab import device_data, parallel  # pylint: disable=g-import-not-at-top
+  from cnnlab.training import device_data, parallel  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
   host = take(input_pipeline.train_batches(X, Y, 8, seed=2, start_step=start), 14)  # 6 per epoch: crosses two
   data = device_data.put(X, Y, mesh)
@@ -88,7 +88,7 @@ def test_device_gathered_batches_are_the_host_batches(start):
 
 
 def test_device_data_is_only_for_one_process_and_sets_that_fit():
-  from cnnlab import device_data  # pylint: disable=g-import-not-at-top
+  from cnnlab.training import device_data  # pylint: disable=g-import-not-at-top
   assert device_data.fits(X, Y) and not device_data.fits(X, Y, enabled=False)
   big = np.broadcast_to(np.zeros((), np.float32), (device_data.MAX_BYTES // 4 + 1,))  # no memory behind it
   assert not device_data.fits(big, Y)

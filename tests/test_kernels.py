@@ -7,7 +7,7 @@ import skimage.data
 import skimage.feature
 import skimage.metrics
 
-from cnnlab import kernels
+from cnnlab.ops import classic_kernels as kernels
 from cnnlab.errors import UserError
 
 IMG = skimage.data.camera()[180:228, 200:260].astype(np.float64) / 255.0  # 48x60: rectangular on purpose.

@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnnlab import analysis, layers, models
+from cnnlab import models
+from cnnlab.models import layers
+from cnnlab.ops import analysis
 from cnnlab.errors import UserError
 
 # Parameter count of every registered model with its defaults, at the input shape it is built for.

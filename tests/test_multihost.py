@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from cnnlab import models, train
+from cnnlab import models
+from cnnlab.training import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

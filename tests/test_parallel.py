@@ -9,14 +9,16 @@ import jax
 import numpy as np
 import pytest
 
-from cnnlab import models, train
+from cnnlab import models
+from cnnlab.training import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np, jax
     from jax.sharding import PartitionSpec as P
-    from cnnlab import data, models, parallel, train
+    from cnnlab import data, models
+    from cnnlab.training import parallel, train
     assert jax.device_count() == 8, jax.devices()
     mesh = parallel.make_mesh()
     batch = parallel.shard_batch({"x": np.zeros((32, 8, 8, 1), np.float32), "y": np.zeros(32, np.int32)}, mesh)

@@ -10,9 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from cnnlab import models, reporting, train
+from cnnlab import models
+from cnnlab.report import rendering as reporting
+from cnnlab.training import train
 from cnnlab.errors import Preempted
-from cnnlab.metric_writer import read_metrics
+from cnnlab.training.metric_writer import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

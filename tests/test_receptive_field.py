@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cnnlab import analysis
-from cnnlab import receptive_field as rfl
+from cnnlab.ops import analysis
+from cnnlab.ops import receptive_field as rfl
 from cnnlab.errors import UserError
-from cnnlab.receptive_field import Layer
+from cnnlab.ops.receptive_field import Layer
 
 
 def test_known_networks():

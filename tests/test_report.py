@@ -8,7 +8,7 @@ import os
 import pytest
 
 import experiments
-from cnnlab import ledger, reporting
+from cnnlab.report import ledger, rendering as reporting
 from experiments import report
 
 # The claims the ledger must cover (issue #8), by id.
@@ -33,7 +33,7 @@ def test_ledger_covers_the_required_claims_with_unique_ids():
 
 
 def test_no_verdict_is_a_literal():
-  """No judge passes a string constant as the verdict of a Finding: verdicts come from `cnnlab.verdicts` or results."""
+  """No judge passes a string constant as the verdict of a Finding: verdicts come from `cnnlab.report.verdicts` or results."""
   for name in experiments.names():
     tree = ast.parse(inspect.getsource(experiments.get(name)))
     for node in ast.walk(tree):

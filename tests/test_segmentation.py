@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, jaccard_score
 
-from cnnlab import boxes, canvas, conv_arithmetic as ca, data, losses, models, segmentation_metrics
+from cnnlab import data, models
+from cnnlab.data import canvas
+from cnnlab.metrics import boxes, segmentation as segmentation_metrics
+from cnnlab.ops import conv_arithmetic as ca
+from cnnlab.training import losses
 from cnnlab.errors import UserError
 from cnnlab.models import segnets
 
@@ -28,7 +32,7 @@ def test_upsampling_geometry_doubles_every_size(k):
 
 @pytest.mark.parametrize("name,up_kernel", [("segnet", 3), ("segnet", 2), ("segnet_resize", 3), ("unet", 4)])
 def test_decoder_shapes_follow_the_conv_arithmetic(name, up_kernel):
-  from cnnlab import analysis
+  from cnnlab.ops import analysis
   net = models.create(name, features=(4, 8, 8), up_kernel=up_kernel, num_classes=5)
   shapes = {r["layer"]: r["shape"] for r in analysis.activation_table(net, (1, 16, 24, 1))}
   hw = [(16, 24)]
@@ -167,5 +171,5 @@ def test_localisation_end_to_end_beats_the_trivial_baseline(run_quick):
 
 
 def verdicts_from(flags: dict) -> str:
-  from cnnlab import verdicts
+  from cnnlab.report import verdicts
   return verdicts.from_counts(sum(flags.values()), len(flags))

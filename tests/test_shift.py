@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage, signal
 
-from cnnlab import shift
+from cnnlab.ops import shift
 
 
 @pytest.mark.parametrize("offsets", [(0, 0), (1, 0), (-2, 3), (5, -1)])

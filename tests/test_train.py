@@ -5,12 +5,13 @@ import numpy as np
 import optax
 import pytest
 
-from cnnlab import checkpoint, models, train
+from cnnlab import models
+from cnnlab.training import checkpoint, train
 from cnnlab.errors import TrainingDiverged
-from cnnlab.metric_writer import read_metrics
+from cnnlab.training.metric_writer import read_metrics
 
 # Loss of the first train step of MLP(16) on digits, seed 0, batch 32 (JAX 0.10, CPU; init drawn with the
-# classic Threefry, `train.classic_threefry`; it was 2.4005 with the partitionable one). If a JAX release changes the
+# classic Threefry, `prng.classic_threefry`; it was 2.4005 with the partitionable one). If a JAX release changes the
 # init RNG this moves: recompute it then, knowingly.
 GOLDEN_FIRST_LOSS = 2.332423
 
@@ -89,7 +90,7 @@ def test_divergence_stops_with_step_and_keeps_last_good_checkpoint(digits, tiny_
 
 
 def test_batch_not_divisible_by_devices_is_a_user_error(digits, tiny_train_config, tmp_path):
-  from cnnlab import parallel
+  from cnnlab.training import parallel
   from cnnlab.errors import UserError
   mesh = parallel.make_mesh()
   if mesh.size == 1:

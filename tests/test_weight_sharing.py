@@ -4,7 +4,8 @@ import json
 import os
 
 import experiments
-from cnnlab import reporting, runner
+from cnnlab import runner
+from cnnlab.report import rendering as reporting
 
 
 def test_quick_run_writes_everything_and_resumes(tmp_path, capsys):

@@ -8,7 +8,7 @@ from importlib import metadata
 import jax
 import pytest
 
-from cnnlab import xla_flags
+from cnnlab.runtime import xla_flags
 
 FLAG = next(iter(xla_flags.FLAGS))
 
@@ -43,9 +43,19 @@ def test_unknown_jaxlib_release_sets_nothing(env):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu" or not metadata.version("jaxlib").startswith(xla_flags.RELEASES),
                     reason="an XLA:CPU flag, set for the listed jaxlib releases")
-def test_importing_cnnlab_first_keeps_dots_out_of_ynnpack():
+def test_apply_before_jax_keeps_dots_out_of_ynnpack():
   """In a fresh process: the flag reaches XLA (a compiled dot has no YNNPACK fusion), and XLA accepts it."""
-  code = ("import jax, jax.numpy as jnp, cnnlab; a = jnp.ones((64, 64)); "
+  code = ("from cnnlab.runtime import xla_flags; xla_flags.apply(); import jax, jax.numpy as jnp; a = jnp.ones((64, 64)); "
           "print('ynn' in jax.jit(lambda a: jax.nn.relu(a @ a)).lower(a).compile().as_text())")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
   assert out.stdout.strip() == "False"
+
+
+def test_importing_cnnlab_leaves_the_environment_and_jax_config_alone():
+  """In a fresh process: importing every cnnlab module changes no environment variable and no JAX config value."""
+  code = ("import os, pkgutil, importlib, jax; env = dict(os.environ); cfg = dict(jax.config.values); import cnnlab; "
+          "[importlib.import_module(m.name) for m in pkgutil.walk_packages(cnnlab.__path__, 'cnnlab.')]; "
+          "print(env == dict(os.environ), cfg == dict(jax.config.values))")
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_flags.ENV_VAR)}
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True, env=env)
+  assert out.stdout.split()[-2:] == ["True", "True"], out.stderr[-2000:]

@@ -25,7 +25,7 @@ register = DATASETS.register
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   """Train/test arrays: x (N, *spatial, C) float32; int32 targets y: labels (N,) or per-pixel labels (N, *spatial),
-  or for single-object detection (N, 1 + 2 * len(spatial)): the class, then a box (see cnnlab.boxes)."""
+  or for single-object detection (N, 1 + 2 * len(spatial)): the class, then a box (see cnnlab.metrics.boxes)."""
   name: str
   x_train: np.ndarray
   y_train: np.ndarray

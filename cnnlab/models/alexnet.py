@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnlab import layers
+from cnnlab.models import layers
 from cnnlab.models import register
 
 

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 
-from cnnlab import layers
+from cnnlab.models import layers
 from cnnlab.errors import UserError
 from cnnlab.models import register
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlab import layers
+from cnnlab.models import layers
 from cnnlab.errors import UserError
 from cnnlab.models import register
 

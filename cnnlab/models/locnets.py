@@ -1,7 +1,7 @@
 """Single-object detectors: one class and one box per image, from a CNN or (no conv stages) an MLP.
 
 Outputs (B, num_classes + 4): class logits, then a box (top, left, bottom, right) in pixels
-(`cnnlab.boxes`), parameterised as a centre and a size, each a sigmoid times the image size, so that
+(`cnnlab.metrics.boxes`), parameterised as a centre and a size, each a sigmoid times the image size, so that
 every output is a valid box inside the image. Trained with `train.loss = "class_and_box"`.
 """
 
@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cnnlab import layers
+from cnnlab.models import layers
 from cnnlab.models import register
 
 

@@ -4,7 +4,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from cnnlab import layers
+from cnnlab.models import layers
 from cnnlab.models import register
 
 

@@ -7,7 +7,7 @@ recurrent bias of the candidate gate), 24 fewer parameters for hidden size 6, bo
 
 import flax.linen as nn
 
-from cnnlab import layers
+from cnnlab.models import layers
 from cnnlab.models import register
 
 

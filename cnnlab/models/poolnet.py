@@ -7,7 +7,7 @@ inputs. Used by the translation and pooling experiments so that variants differ 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab import blurpool, layers
+from cnnlab.models import blurpool, layers
 from cnnlab.errors import UserError
 from cnnlab.models import register
 

@@ -14,7 +14,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
-from cnnlab import conv_arithmetic, layers
+from cnnlab.models import layers
+from cnnlab.ops import conv_arithmetic
 from cnnlab.errors import UserError
 from cnnlab.models import register
 

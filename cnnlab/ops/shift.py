@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlab import inference
+from cnnlab.training import inference
 from cnnlab.data import Dataset
 from cnnlab.errors import UserError
 

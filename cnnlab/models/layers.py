@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlab import conv_grads
+from cnnlab.kernels import conv_grads
 from cnnlab.errors import UserError
 
 POOLS = ("max", "avg", "none")

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from cnnlab import input_pipeline, parallel
+from cnnlab.training import input_pipeline, parallel
 
 MAX_BYTES = 1 << 30  # a replicated copy per device: 1 GiB each at most
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnnlab import conv_ops
+from cnnlab.ops import conv_ops
 from cnnlab.errors import UserError
 
 # scipy.ndimage boundary mode -> jnp.pad mode.

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlab import conv_arithmetic, conv_ops
+from cnnlab.ops import conv_arithmetic, conv_ops
 from cnnlab.errors import UserError
 
 

@@ -19,7 +19,9 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from cnnlab import image_metrics, train
+from cnnlab.metrics import image as image_metrics
+from cnnlab.runtime import prng
+from cnnlab.training import train
 from cnnlab.errors import TrainingDiverged
 
 
@@ -115,7 +117,7 @@ def fit(model: nn.Module, target: np.ndarray, clean: np.ndarray, *, steps: int, 
   With `stop_at`, the fit ends early at the end of the first chunk of steps in which the loss reached it
   (the curves are then shorter than `steps`).
   """
-  with train.classic_threefry():  # fast to compile, and 4x faster noise than rbg keys on XLA:CPU
+  with prng.classic_threefry():  # fast to compile, and 4x faster noise than rbg keys on XLA:CPU
     start = time.time()
     init_rng, code_rng, noise_rng = jax.random.split(jax.random.key(seed), 3)
     z = input_code(code_rng, target.shape[0], code_channels)

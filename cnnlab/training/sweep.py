@@ -9,7 +9,7 @@ import flax.linen as nn
 import ml_collections
 from tqdm import tqdm
 
-from cnnlab import train
+from cnnlab.training import train
 from cnnlab.data import Dataset
 
 

@@ -5,7 +5,6 @@ fetches metrics from the device only at log intervals, and stops on a NaN/inf lo
 overwriting the last good checkpoint.
 """
 
-import contextlib
 import functools
 import math
 import os
@@ -21,10 +20,13 @@ from flax.training import train_state
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from cnnlab import analysis, checkpoint, device_data, input_pipeline, losses, parallel, preemption, reporting
+from cnnlab.ops import analysis
+from cnnlab.report import rendering as reporting
+from cnnlab.training import checkpoint, device_data, input_pipeline, losses, parallel, preemption
 from cnnlab.data import Dataset
 from cnnlab.errors import Preempted, TrainingDiverged, UserError
-from cnnlab.metric_writer import MetricWriter
+from cnnlab.runtime import prng
+from cnnlab.training.metric_writer import MetricWriter
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -47,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.tensorboard = True       # also write TensorBoard event files
   c.progress = True          # show a progress bar
   c.device_data = True       # keep the training set (<= 1 GiB, one process) on the device(s), gather batches there
-  c.loss = "cross_entropy"   # cnnlab.losses: 'cross_entropy' (a label per example or pixel) | 'class_and_box'
+  c.loss = "cross_entropy"   # cnnlab.training.losses: 'cross_entropy' (a label per example or pixel) | 'class_and_box'
   return c
 
 
@@ -101,20 +103,6 @@ def _optimizer(name, learning_rate, schedule, steps, warmup_steps, momentum, wei
   return optax.chain(*chain)
 
 
-def classic_threefry():
-  """Context in which jax.random uses the classic (non-partitionable) Threefry: model init, DIP's noise.
-
-  Still Threefry, so the same bits on every backend; XLA:CPU compiles its draws several times faster than
-  the partitionable default's (measured init compiles: a two-conv CNN 7.0 s -> 1.2 s, the segmentation net
-  12.2 s -> 2.5 s, paid once per model per process) and draws a 64x64x32 normal in 0.9 ms (rbg: 4.6 ms).
-  Params are replicated, so partitioning buys nothing at init. The bits differ from the default's at the
-  same key. A JAX without the flag gets its default PRNG.
-  """
-  if hasattr(jax, "threefry_partitionable"):
-    return jax.threefry_partitionable(False)
-  return contextlib.nullcontext()
-
-
 @functools.lru_cache(maxsize=64)
 def _jitted_init(model: nn.Module, tx: optax.GradientTransformation, example_shape: tuple[int, ...], mesh: Mesh):
   """State initialisation compiled once per (model, optimizer, input shape, mesh), output already replicated."""
@@ -133,7 +121,7 @@ def _jitted_init(model: nn.Module, tx: optax.GradientTransformation, example_sha
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                        example_shape: tuple[int, ...], mesh: Mesh) -> TrainState:
   """Initialises params and optimizer state directly in their replicated sharding (no host copy)."""
-  with classic_threefry():
+  with prng.classic_threefry():
     return _jitted_init(model, tx, tuple(example_shape), mesh)(rng)
 
 

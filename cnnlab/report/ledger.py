@@ -5,14 +5,14 @@ An experiment declares the claims it tests as a module-level list (`from cnnlab 
     CLAIMS = [ledger.Claim(id="...", text="...", source="...", metric="...", judge=_judge_fn)]
 
 where `judge(results)` reads the experiment's results.json (as a dict) and returns a `Finding`: the measured
-figure in words and a verdict computed from those numbers by `cnnlab.verdicts`. `python run.py --exp=report`
+figure in words and a verdict computed from those numbers by `cnnlab.report.verdicts`. `python run.py --exp=report`
 gathers every experiment's CLAIMS into the ledger table of REPORT.md.
 """
 
 import dataclasses
 from typing import Callable
 
-from cnnlab import verdicts
+from cnnlab.report import verdicts
 
 NOT_MEASURED = "not measured"
 VERDICTS = (verdicts.SUPPORTED, verdicts.PARTLY, verdicts.REFUTED, verdicts.INCONCLUSIVE)

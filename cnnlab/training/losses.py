@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnlab import boxes
+from cnnlab.metrics import boxes
 from cnnlab.registry import Registry
 
 LOSSES: Registry = Registry("loss")
 register = LOSSES.register
 
-BOX_COORDS = 4  # a box is (top, left, bottom, right), see cnnlab.boxes
+BOX_COORDS = 4  # a box is (top, left, bottom, right), see cnnlab.metrics.boxes
 
 
 def _per_example(v: jax.Array) -> jax.Array:

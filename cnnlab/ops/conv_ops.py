@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnnlab import conv_arithmetic
-from cnnlab.conv_arithmetic import GeometryError
+from cnnlab.ops import conv_arithmetic
+from cnnlab.ops.conv_arithmetic import GeometryError
 
 PaddingArg = str | Sequence[tuple[int, int]]
 

@@ -10,7 +10,7 @@ draws is left out: a crowded canvas may hold fewer digits; `count` says how many
 Targets, all from the digit's own pixels:
   labels   per pixel: 0 background, c + 1 where a digit of class c has stroke intensity > `threshold`
            (its faint anti-aliased rim below the threshold counts as background);
-  boxes    (top, left, bottom, right) of each digit's stroke pixels, bottom/right exclusive (`cnnlab.boxes`).
+  boxes    (top, left, bottom, right) of each digit's stroke pixels, bottom/right exclusive (`cnnlab.metrics.boxes`).
 Train canvases use training digits only, test canvases test digits only; the same arguments always
 give the same arrays (a numpy generator seeded with (seed, split)), built once per process.
 """

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from flax.linen import linear
 
-from cnnlab import conv_arithmetic
+from cnnlab.ops import conv_arithmetic
 
 _COUNTED = (nn.Conv, nn.ConvTranspose, nn.ConvLocal, nn.Dense, nn.DenseGeneral)
 

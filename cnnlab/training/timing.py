@@ -7,7 +7,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cnnlab import input_pipeline, parallel, train
+from cnnlab.training import input_pipeline, parallel, train
 from cnnlab.data import Dataset
 
 

@@ -1,0 +1,1 @@
+"""Results and verdicts: the claims ledger, verdict rules, result rendering."""

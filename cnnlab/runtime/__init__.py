@@ -1,0 +1,1 @@
+"""Process-level setup an entry point applies before JAX starts: XLA flags, the compile cache."""

@@ -1,0 +1,1 @@
+"""Training: state, steps, the fit loop, sweeps, checkpoints, preemption, input pipelines, data parallelism."""
