@@ -1,0 +1,153 @@
+"""Statistics for verdicts: paired effects with confidence intervals, Holm correction, equivalence tests (TOST).
+
+A claim declares its `Rule` (metric, comparison, margin, alpha) before any data; `decide` turns a measured
+`Effect` into supported / refuted / inconclusive by where its confidence interval lies against the margin:
+absence of significance is never a refutation. The sampling error of a finite test set is added to the
+seed-to-seed variance (`with_test_set_error`), so a 360-example test set cannot decide a 1-point difference.
+"""
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+SUPPORTED, PARTLY, REFUTED, INCONCLUSIVE = "supported", "partly supported", "refuted", "inconclusive"
+COMPARISONS = ("greater", "less", "equivalent")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """How a claim is decided, declared before the data: `comparison` of `metric` against `margin` at `alpha`.
+
+  greater: supported when the effect's lower bound clears `margin`, refuted when its upper bound stays below it.
+  less: the mirror image. equivalent: supported when the interval lies within (-margin, margin) (TOST), refuted
+  when it lies wholly outside. Anything else is inconclusive.
+  """
+  metric: str                 # what is compared, in words (e.g. "test accuracy, CNN minus LCN, paired by seed")
+  comparison: str = "greater"  # one of COMPARISONS
+  margin: float = 0.0         # smallest effect that counts (same units as the metric)
+  alpha: float = 0.05         # family-wise error rate of the claim (Holm over its comparisons)
+
+  def __post_init__(self):
+    if self.comparison not in COMPARISONS:
+      raise ValueError(f"comparison must be one of {COMPARISONS}, got {self.comparison!r}")
+    if not 0 < self.alpha < 1 or self.margin < 0 or (self.comparison == "equivalent" and self.margin == 0):
+      raise ValueError(f"bad rule: alpha {self.alpha}, margin {self.margin} for {self.comparison!r}")
+
+  def describe(self) -> str:
+    sign = {"greater": ">", "less": "<", "equivalent": "within ±"}[self.comparison]
+    return f"{self.metric}: {sign} {self.margin:g} (alpha {self.alpha:g}, Holm across comparisons)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Effect:
+  """A mean difference (or mean) with its standard error and degrees of freedom."""
+  estimate: float
+  se: float
+  df: float
+  n: int
+
+  def interval(self, alpha: float = 0.05, sided: int = 2) -> tuple[float, float]:
+    """The (1 - alpha) confidence interval; `sided=1` gives the (1 - 2 alpha) one that TOST reads."""
+    if self.se == 0 or self.n < 2:
+      return (self.estimate, self.estimate) if self.se == 0 and self.n >= 2 else (-math.inf, math.inf)
+    t = sps.t.ppf(1 - alpha / sided, self.df)
+    return self.estimate - t * self.se, self.estimate + t * self.se
+
+  def p_greater(self, threshold: float = 0.0) -> float:
+    """One-sided p-value of H0: effect <= threshold."""
+    if self.n < 2:
+      return 1.0
+    if self.se == 0:
+      return 0.0 if self.estimate > threshold else 1.0
+    return float(sps.t.sf((self.estimate - threshold) / self.se, self.df))
+
+  def p_less(self, threshold: float = 0.0) -> float:
+    """One-sided p-value of H0: effect >= threshold."""
+    return Effect(-self.estimate, self.se, self.df, self.n).p_greater(-threshold)
+
+
+def paired(a: Sequence[float], b: Sequence[float]) -> Effect:
+  """mean(a - b) over pairs that share a seed (and data subset): the paired t statistic's pieces."""
+  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  if d.ndim != 1 or len(d) == 0:
+    raise ValueError("paired samples must be equal-length, non-empty 1-D sequences")
+  se = float(np.std(d, ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
+  return Effect(float(d.mean()), se, len(d) - 1, len(d))
+
+
+def unpaired(a: Sequence[float], b: Sequence[float]) -> Effect:
+  """mean(a) - mean(b) for independent samples, Welch's standard error and degrees of freedom."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if len(a) < 2 or len(b) < 2:
+    return Effect(float(a.mean() - b.mean()), math.inf, 1, min(len(a), len(b)))
+  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+  se = math.sqrt(va + vb)
+  df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else len(a) + len(b) - 2
+  return Effect(float(a.mean() - b.mean()), se, float(df), min(len(a), len(b)))
+
+
+def with_test_set_error(effect: Effect, accuracies: Sequence[float], n_test: int) -> Effect:
+  """`effect` with the binomial sampling variance of a finite test set of `n_test` examples added.
+
+  `accuracies` are the mean accuracies of the arms compared (one for a single mean, two for a difference); the
+  arms' errors are treated as independent, which over-states the variance of a paired difference on one test
+  set (a conservative interval).
+  """
+  extra = sum(p * (1 - p) for p in accuracies) / n_test
+  return dataclasses.replace(effect, se=math.sqrt(effect.se ** 2 + extra))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+  """Holm-Bonferroni adjusted p-values (monotone, capped at 1), in the input order."""
+  p = np.asarray(p_values, np.float64)
+  order = np.argsort(p, kind="stable")
+  adjusted = np.empty_like(p)
+  running = 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (len(p) - rank) * p[i]))
+    adjusted[i] = running
+  return adjusted.tolist()
+
+
+def p_values(effect: Effect, rule: Rule) -> tuple[float, float]:
+  """(p for the claim, p against it): the two one-sided tests the rule's verdict rests on."""
+  m = rule.margin
+  if rule.comparison == "greater":
+    return effect.p_greater(m), effect.p_less(m)
+  if rule.comparison == "less":
+    return effect.p_less(-m), effect.p_greater(-m)
+  tost = max(effect.p_greater(-m), effect.p_less(m))  # inside (-m, m)
+  outside = min(effect.p_greater(m), effect.p_less(-m))  # wholly beyond one side
+  return tost, outside
+
+
+def decide(effects: Sequence[Effect], rule: Rule) -> tuple[str, list[str]]:
+  """The claim's verdict over its comparisons (Holm within each direction) and each comparison's verdict."""
+  pairs = [p_values(e, rule) for e in effects]
+  p_for = holm([p for p, _ in pairs])
+  p_against = holm([q for _, q in pairs])
+  each = [SUPPORTED if pf <= rule.alpha else REFUTED if pa <= rule.alpha else INCONCLUSIVE
+          for pf, pa in zip(p_for, p_against)]
+  return combine(each), each
+
+
+def combine(verdicts: Sequence[str]) -> str:
+  """All supported: supported; none decided: inconclusive; some supported: partly; else (some refuted): refuted."""
+  if not verdicts:
+    raise ValueError("no comparisons to combine")
+  if all(v == SUPPORTED for v in verdicts):
+    return SUPPORTED
+  if all(v == INCONCLUSIVE for v in verdicts):
+    return INCONCLUSIVE
+  return PARTLY if SUPPORTED in verdicts else REFUTED
+
+
+def detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+  """Smallest true effect a one-sided paired t-test on `n` pairs of spread `sd` detects with `power`."""
+  if n < 2:
+    return math.inf
+  df = n - 1
+  return float((sps.t.ppf(1 - alpha, df) + sps.t.ppf(power, df)) * sd / math.sqrt(n))

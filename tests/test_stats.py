@@ -1,0 +1,76 @@
+"""cnnlab.report.stats against scipy's own tests and hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from cnnlab.report import stats
+
+
+def test_paired_effect_matches_scipy_ttest_rel():
+  rng = np.random.default_rng(0)
+  a = rng.normal(0.9, 0.02, 10)
+  b = a - rng.normal(0.01, 0.01, 10)
+  e = stats.paired(a, b)
+  ref = sps.ttest_rel(a, b, alternative="greater")
+  assert e.p_greater() == pytest.approx(ref.pvalue, rel=1e-9)
+  lo, hi = e.interval(0.05)
+  ci = sps.ttest_rel(a, b).confidence_interval(0.95)
+  assert (lo, hi) == pytest.approx((ci.low, ci.high), rel=1e-9)
+
+
+def test_unpaired_effect_matches_welch():
+  a, b = [0.91, 0.93, 0.92, 0.95], [0.90, 0.88, 0.91]
+  ref = sps.ttest_ind(a, b, equal_var=False, alternative="greater")
+  assert stats.unpaired(a, b).p_greater() == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_holm_adjustment():
+  assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+  assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_equivalence_supported_only_when_interval_inside_margin():
+  tight = stats.paired([0.5 + 1e-3 * i for i in range(10)], [0.5 + 1e-3 * i + 1e-4 * (-1) ** i for i in range(10)])
+  rule = stats.Rule("gap", "equivalent", margin=0.01)
+  assert stats.decide([tight], rule)[0] == stats.SUPPORTED
+  wide = stats.Effect(0.0, 0.05, 9, 10)  # centred on 0 but too noisy to rule out a 0.01 difference
+  assert stats.decide([wide], rule)[0] == stats.INCONCLUSIVE
+
+
+def test_not_significant_is_inconclusive_never_refuted():
+  rule = stats.Rule("acc diff", "greater", margin=0.0)
+  noisy = stats.Effect(0.01, 0.02, 9, 10)
+  assert stats.decide([noisy], rule)[0] == stats.INCONCLUSIVE
+  clearly_worse = stats.Effect(-0.05, 0.005, 9, 10)
+  assert stats.decide([clearly_worse], rule)[0] == stats.REFUTED
+  clearly_better = stats.Effect(0.05, 0.005, 9, 10)
+  assert stats.decide([clearly_better, clearly_worse], rule) == (stats.PARTLY, [stats.SUPPORTED, stats.REFUTED])
+
+
+def test_holm_makes_a_borderline_comparison_inconclusive_in_a_family():
+  e = stats.Effect(0.02, 0.0095, 9, 10)  # one-sided p ~ 0.03: alone significant, not after Holm with 3 more
+  rule = stats.Rule("d", "greater")
+  assert stats.decide([e], rule)[0] == stats.SUPPORTED
+  assert stats.decide([e] * 4, rule)[0] == stats.INCONCLUSIVE
+
+
+def test_test_set_error_widens_the_interval():
+  e = stats.Effect(0.01, 0.001, 9, 10)
+  wider = stats.with_test_set_error(e, [0.95, 0.94], 360)
+  assert wider.se == pytest.approx(math.sqrt(0.001 ** 2 + (0.95 * 0.05 + 0.94 * 0.06) / 360))
+
+
+def test_detectable_effect_shrinks_with_seeds():
+  assert stats.detectable_effect(1.0, 10) < stats.detectable_effect(1.0, 3)
+  assert math.isinf(stats.detectable_effect(1.0, 1))
+
+
+def test_rule_is_declared_with_valid_fields():
+  with pytest.raises(ValueError):
+    stats.Rule("x", "bigger")
+  with pytest.raises(ValueError):
+    stats.Rule("x", "equivalent", margin=0.0)
+  assert "within ±" in stats.Rule("gap", "equivalent", 0.02).describe()
