@@ -65,6 +65,68 @@ def alexnet(size: int = 67, num_classes: int = 10, groups: int = 2) -> nn.Module
       nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, num_classes))
 
 
+C3_TABLE = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)  # LeCun et al. 1998, Table I (as cnnlab.models.lenet.C3_TABLE)
+
+
+class Squash(nn.Module):
+  def forward(self, x):
+    return 1.7159 * torch.tanh(2.0 / 3.0 * x)
+
+
+class Subsample(nn.Module):
+  """2x2 sum times a trainable per-map coefficient, plus a per-map bias."""
+
+  def __init__(self, channels: int):
+    super().__init__()
+    self.coef, self.bias = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels))
+
+  def forward(self, x):
+    return nn.functional.avg_pool2d(x, 2) * 4.0 * self.coef[:, None, None] + self.bias[:, None, None]
+
+
+class SparseConv(nn.Module):
+  """C3 with only the table's 1,500 weights (+16 biases), scattered into one dense 6->16 kernel per step."""
+
+  def __init__(self, table=C3_TABLE, kernel_size: int = 5, in_channels: int = 6):
+    super().__init__()
+    pairs = [(j, i) for j, t in enumerate(table) for i in t]
+    self.weight = nn.Parameter(torch.randn(len(pairs), kernel_size, kernel_size) * 0.1)
+    self.bias = nn.Parameter(torch.zeros(len(table)))
+    self.register_buffer("out_idx", torch.tensor([j for j, _ in pairs]))
+    self.register_buffer("in_idx", torch.tensor([i for _, i in pairs]))
+    self.shape = (len(table), in_channels, kernel_size, kernel_size)
+
+  def forward(self, x):
+    w = torch.zeros(self.shape, dtype=x.dtype).index_put((self.out_idx, self.in_idx), self.weight)
+    return nn.functional.conv2d(x, w, self.bias)
+
+
+class LeNet5(nn.Module):
+  """cnnlab.models.LeNet5: C1-S2-C3-S4-C5-F6 with the scaled tanh, RBF output as negative squared distances."""
+
+  def __init__(self, num_classes: int = 10):
+    super().__init__()
+    self.body = nn.Sequential(nn.Conv2d(1, 6, 5), Squash(), Subsample(6), Squash(), SparseConv(), Squash(),
+                              Subsample(16), Squash(), nn.Conv2d(16, 120, 5), Squash(), nn.Flatten(),
+                              nn.Linear(120, 84), Squash())
+    self.centres = nn.Parameter(torch.randn(num_classes, 84))
+
+  def forward(self, x):
+    pad = [(32 - s) // 2 for s in x.shape[2:]]
+    x = nn.functional.pad(x, (pad[1], 32 - x.shape[3] - pad[1], pad[0], 32 - x.shape[2] - pad[0]))
+    h = self.body(x)
+    return -((h[:, None, :] - self.centres[None]) ** 2).sum(-1)
+
+
+def lenet5(num_classes: int = 10) -> nn.Module:
+  return LeNet5(num_classes)
+
+
 def count_params(net: nn.Module) -> int:
   return sum(p.numel() for p in net.parameters())
 
