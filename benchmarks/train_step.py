@@ -10,7 +10,7 @@ of the peak measured with a large float32 matmul in the same run; with torch (`p
 CPU wheel, `torch.set_num_threads(2)` unless --torch-threads) the same architecture's eager Adam step, timed
 interleaved with JAX's so that both see the same machine load, and the ratio. Also the input pipeline's
 images/s alone. The "naive flax" column is the same cnnlab step traced with plain flax conv and
-reduce_window pooling (`layers.set_fast_paths(False)`), timed interleaved too. On a loaded machine (load
+reduce_window pooling (`kernels.specialise(model, "xla")`), timed interleaved too. On a loaded machine (load
 average above the core count) every number is unreliable, PyTorch's multi-threaded kernels most of all: the
 load average is printed at the start and the end.
 """
@@ -33,11 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlab import models
-from cnnlab.models import layers
+from cnnlab import kernels, models
 from cnnlab.ops import flops
-from cnnlab.runtime import prng
-from cnnlab.training import device_data, dip, input_pipeline, parallel, train
+from cnnlab.data import Dataset
+from cnnlab.training import device_data, dip, input_pipeline, parallel, state as state_lib, tasks, train
 
 TORCH_THREADS = 2
 # Untimed pause before each timed run, so that the previous runner's worker threads (PyTorch's OpenMP pool spins
@@ -50,7 +49,7 @@ MODELS = {
     "lenet_like": ("cnn", dict(features=(6, 16), kernel_size=5, padding="VALID", hidden=(120, 84)), (28, 28, 1), 128,
                    ("cnn", dict(features=(6, 16), kernel_size=5, padding="VALID", hidden=(120, 84))),
                    "conv5x5x6-pool-conv5x5x16-pool-120-84-10 (issue #6)"),
-    "lenet5": ("lenet5", {}, (28, 28, 1), 128, None, "LeCun 1998: C3 table, trainable subsampling, RBF"),
+    "lenet5": ("lenet5", {}, (28, 28, 1), 128, ("lenet5", {}), "LeCun 1998: C3 table, trainable subsampling, RBF"),
     "ws_cnn": ("cnn", dict(features=(8, 16), kernel_size=3), (28, 28, 1), 64,
                ("cnn", dict(features=(8, 16), kernel_size=3)), "weight_sharing CNN"),
     "ws_lcn": ("lcn", dict(features=(8, 16), kernel_size=3), (28, 28, 1), 64,
@@ -66,7 +65,7 @@ MODELS = {
                  "deep_image_prior's skip net, 64x64, one image"),
 }
 QUICK_SKIP = ("alexnet_67",)
-OPTIONAL = ("lenet5",)  # not in the default set: ~20 s to compile and a slow step (its C3 gathers 16 channel subsets)
+OPTIONAL = ()  # models left out of the default set
 
 
 def peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -83,43 +82,38 @@ def peak_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def jax_runner(name: str, model, shape, batch_size: int, mesh, fast: bool = True):
-  """(run(n) -> None, compile seconds): n train steps of cnnlab's own step on one fixed batch.
+  """(run(n) -> None, compile seconds): n steps of the program `train.fit` runs (its data path included).
 
+  Random data: 4 batches' worth on the device, each step gathering its batch there (DIP: one random image).
   `fast=False` traces a fresh jit of the same step with cnnlab's CPU fast paths off (plain flax layers).
   """
+  choice = "auto" if fast else "xla"
+  model = kernels.specialise(model, choice)
   rng = np.random.default_rng(0)
   if name.startswith("dip"):
-    with prng.classic_threefry():  # as dip.fit draws its noise
-      z = dip.input_code(jax.random.key(0), shape[0], shape[-1])
-      state = dip.create_state(model, z, jax.random.key(1), 0.01)
     target = rng.random((shape[0], shape[1], 3), dtype=np.float32)
-    batch, step_rng = dip.make_batch(target, target, z), jax.random.key(2)
-    jitted = dip.dip_step if fast else jax.jit(lambda *a: dip.dip_step.__wrapped__(*a), donate_argnums=0)
-
-    def step(*args):
-      with prng.classic_threefry():
-        return jitted(*args)
+    task, config, data = dip.task(), dip.train_config(1, 0.01), dip.problem(target, target, 0, shape[-1])
   else:
-    state = train.create_train_state(model, train.make_optimizer(train.get_config()), jax.random.key(0), shape, mesh)
-    labels_shape = (batch_size, *shape[:-1]) if name.startswith("seg") else (batch_size,)  # per pixel or per image
-    host = {"x": rng.random((batch_size, *shape), dtype=np.float32),
-            "y": rng.integers(0, 10, labels_shape).astype(np.int32)}
-    batch, step_rng, step = parallel.shard_batch(host, mesh), jax.random.key(1), train.compiled_steps(mesh)[0]
-    if not fast:  # a new function object, so that jit traces it afresh
-      step = jax.jit(lambda *a: train.train_step(*a), donate_argnums=0)
+    task, config = tasks.SUPERVISED, train.get_config()
+    config.batch_size = batch_size
+    n = 4 * batch_size
+    x = rng.random((n, *shape), dtype=np.float32)
+    y = rng.integers(0, 10, (n, *shape[:-1]) if name.startswith("seg") else (n,)).astype(np.int32)  # per pixel/image
+    data = Dataset(name, x, y, x[:1], y[:1], num_classes=10)
+  config.kernels = choice
+  init_rng, step_rng = task.keys(0)
+  # A specialised model is a new apply_fn: the cached init and step are traced afresh for it.
+  state = task.create_state(model, state_lib.make_optimizer(config), init_rng, data, mesh)
+  step, inputs = task.program(config, data, 0, 0, mesh)
   holder = [state]
   t = time.perf_counter()
-  layers.set_fast_paths(fast)
-  try:
-    holder[0], metrics = step(holder[0], batch, step_rng)
-  finally:
-    layers.set_fast_paths(True)
+  holder[0], metrics = step(holder[0], *next(inputs), step_rng)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t
 
   def run(n: int) -> None:
     for _ in range(n):
-      holder[0], m = step(holder[0], batch, step_rng)
+      holder[0], m = step(holder[0], *next(inputs), step_rng)
     jax.block_until_ready(m)
 
   run(2)
@@ -187,13 +181,7 @@ def uses_fast_paths(model, shape) -> bool:
   """Whether cnnlab's fast paths change the traced forward pass of `model` at all."""
   x = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
-  jaxprs = []
-  for fast in (True, False):
-    layers.set_fast_paths(fast)
-    try:
-      jaxprs.append(str(jax.make_jaxpr(model.apply)(variables, x)))
-    finally:
-      layers.set_fast_paths(True)
+  jaxprs = [str(jax.make_jaxpr(kernels.specialise(model, choice).apply)(variables, x)) for choice in ("auto", "xla")]
   return jaxprs[0] != jaxprs[1]
 
 

@@ -1,19 +1,18 @@
-"""Runs one experiment in a workdir: config.json first, resume-aware, results last."""
+"""Runs one experiment in a workdir: validated before the disk is touched, locked, stamped, resume-aware."""
 
-import ast
 import datetime
-import hashlib
 import json
 import os
 import time
 from types import ModuleType
-from typing import Sequence
 
 import jax
 import ml_collections
 
-from cnnlab.report import rendering as reporting
+from cnnlab import provenance, workdir as workdirs
 from cnnlab.errors import UserError
+from cnnlab.report import rendering as reporting
+from cnnlab.training import parallel
 
 
 def default_workdir(exp_name: str) -> str:
@@ -25,62 +24,116 @@ def config_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, volatile: Sequence[str] = ()) -> None:
-  """Creates `workdir` and writes config.json; refuses a workdir holding a different config.
+def _subconfigs(config: ml_collections.ConfigDict, key: str):
+  """Every sub-config stored under `key`, at any depth."""
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      if k == key:
+        yield v
+      yield from _subconfigs(v, key)
 
-  Fields named in `volatile` (presentation options that do not change what is computed) may differ:
-  config.json is then rewritten.
+
+def validate(module: ModuleType, config: ml_collections.ConfigDict) -> None:
+  """Checks all that can be checked before the disk is touched; a one-line `UserError` otherwise.
+
+  That is the experiment's own rule (`validate_config`, if it has one), every shared training config, and that
+  every dataset named is available.
   """
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"cannot write to workdir {workdir!r}: {e.strerror}") from None
-  path = os.path.join(workdir, "config.json")
+  from cnnlab import data  # pylint: disable=g-import-not-at-top
+  from cnnlab.training import train  # pylint: disable=g-import-not-at-top
+  if hasattr(module, "validate_config"):
+    module.validate_config(config)
+  fields = set(train.get_config())
+  for c in _subconfigs(config, "train"):
+    if fields <= set(c):
+      train.validate_config(c)
+  for c in _subconfigs(config, "data"):
+    if "name" in c and isinstance(c.name, str):
+      if c.name.startswith("tfds:"):
+        data.load(c)  # cached per process: the run reuses what is loaded here
+      else:
+        data.DATASETS.get(c.name)
+
+
+def _reuse_or_retire(config: ml_collections.ConfigDict, path: str, stamp: dict, strict: bool,
+                     rerun: bool = False) -> tuple[dict | None, str]:
+  """(finished results to reuse, "") or (None, why it must run); what does not match `stamp` is moved aside.
+
+  With `strict`, a workdir holding another config, or files with no trustworthy record of what computed them, is
+  a `UserError` instead.
+  """
+  rec = workdirs.record(path)
+  if not rec.other_files:  # at most config.json / provenance.json: nothing was computed yet
+    return None, "not run yet"
+  config_path = os.path.join(path, "config.json")
+  if rec.config is None and rec.stamp:  # rebuilt only from what the run recorded, never from this command line
+    rec.config = rec.stamp["config"]
+    reporting.write_json(config_path, rec.config)
+    print(f"cnnlab: {config_path} was missing; rebuilt it from the run's recorded provenance")
+  if rec.config is None:
+    why = "no readable config.json or recorded provenance"
+    if strict:
+      raise UserError(f"workdir {path!r} holds files but {why}, so what computed them is unknown; move them aside "
+                      "or use another --workdir")
+    workdirs.retire(path, why)
+    return None, why
   new = config_dict(config)
-  old = reporting.read_json(path) if os.path.exists(path) else None
-  if old is not None:
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if set(changed) - set(volatile):
-      raise UserError(f"workdir {workdir!r} holds a run with a different config (fields {', '.join(changed)}); "
+  if rec.config != new:
+    changed = sorted(k for k in set(rec.config) | set(new) if rec.config.get(k) != new.get(k))
+    why = f"its config changed (fields {', '.join(changed)})"
+    if strict:
+      raise UserError(f"workdir {path!r} holds a run with a different config (fields {', '.join(changed)}); "
                       "use a new --workdir")
-  if old != new:
-    reporting.write_json(path, new)
+    workdirs.retire(path, why)
+    return None, why
+  reasons = ["re-run requested"] if rerun else provenance.differences(rec.stamp, stamp)
+  if reasons:
+    why = reasons[0] if rerun else "changed since it ran: " + "; ".join(reasons)
+    workdirs.retire(path, why)
+    return None, why
+  if rec.results is None:
+    return None, "unfinished; resuming"
+  return rec.results, ""
 
 
-def source_digest(module: ModuleType) -> str:
-  """A short hash of the experiment module's code (not its comments or docstrings): a changed one is re-run."""
-  with open(module.__file__, encoding="utf-8") as f:
-    tree = ast.parse(f.read())
-  for node in ast.walk(tree):
-    body = getattr(node, "body", None)
-    if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-        and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-      node.body = body[1:] or [ast.Pass()]
-  return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
-
-
-def run_experiment(module: ModuleType, config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs `module.run(config, workdir)` unless results.json says the run already finished.
-
-  A finished run also leaves run_info.json: its wall and CPU time, backend and the module's source hash.
-  """
-  prepare_workdir(workdir, config, getattr(module, "VOLATILE_FIELDS", ()))
-  results_path = os.path.join(workdir, "results.json")
-  if os.path.exists(results_path):
-    print(f"Finished run found in {workdir}; not re-running (results.md holds its table).")
-    return reporting.read_json(results_path)
+def _finish(module: ModuleType, config: ml_collections.ConfigDict, path: str, stamp: dict) -> dict:
+  reporting.write_json(os.path.join(path, "config.json"), config_dict(config))  # config.json first
+  started = datetime.datetime.now().isoformat(timespec="seconds")
+  reporting.write_json(os.path.join(path, "provenance.json"), {**stamp, "started": started})
   start, cpu_start = time.time(), time.process_time()
-  results = module.run(config, workdir)
+  results = module.run(config, path)
   seconds = time.time() - start
-  reporting.write_json(os.path.join(workdir, "run_info.json"), {
-      "source": source_digest(module), "seconds": round(seconds, 1),
-      "cpu_seconds": round(time.process_time() - cpu_start, 1),  # all threads of this process
-      "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-      "backend": jax.default_backend(), "devices": jax.device_count()})
+  reporting.write_json(os.path.join(path, "run_info.json"), {
+      "seconds": round(seconds, 1), "cpu_seconds": round(time.process_time() - cpu_start, 1),  # all threads
+      "started": started, "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+      "backend": jax.default_backend(), "devices": jax.device_count(), "provenance": stamp})
   print(f"Done in {seconds:.1f} s on {jax.device_count()} {jax.default_backend()} device(s). "
-        f"Results: {os.path.join(workdir, 'results.md')}")
+        f"Results: {os.path.join(path, 'results.md')}")
   return results
+
+
+def run_experiment(module: ModuleType, config: ml_collections.ConfigDict, workdir: str, strict: bool = True) -> dict:
+  """Runs `module.run(config, workdir)` unless the workdir holds a finished run with the same provenance.
+
+  Validation comes before the workdir exists; one process at a time writes in it (process 0 of a multi-process
+  run). A finished run whose code or library versions changed is moved aside and run again. With `strict` (the
+  command line), a workdir holding another config is refused; the report passes False to move it aside.
+  """
+  validate(module, config)
+  stamp = provenance.stamp(config, module)
+  with workdirs.claim(workdir, exclusive=parallel.is_chief()):
+    results, _ = _reuse_or_retire(config, workdir, stamp, strict)
+    if results is not None:
+      print(f"Finished run found in {workdir} (same config, code and versions); not re-running "
+            "(results.md holds its table).")
+      return results
+    return _finish(module, config, workdir, stamp)
+
+
+def plan(module: ModuleType, config: ml_collections.ConfigDict, workdir: str, rerun: bool = False) -> str:
+  """Why `module` must (re-)run in `workdir` ("" if its finished results stand); a stale run is moved aside first."""
+  if not os.path.isdir(workdir):
+    return "not run yet"
+  stamp = provenance.stamp(config, module)
+  with workdirs.claim(workdir):
+    return _reuse_or_retire(config, workdir, stamp, strict=False, rerun=rerun)[1]

@@ -3,7 +3,9 @@
 An experiment module defines
   get_config(quick: bool = False) -> ml_collections.ConfigDict   # every field declared with a comment
   run(config, workdir: str) -> dict                               # writes results.json, results.md, figures
-and its docstring's first line states the claim it tests. Adding one is adding one file.
+and its docstring's first line states the claim it tests; it may also define
+  validate_config(config) -> None                                 # a one-line UserError for impossible values
+which runs before anything is written. Adding one is adding one file.
 """
 
 import importlib
@@ -13,6 +15,10 @@ from types import ModuleType
 from cnnlab.registry import Registry
 
 EXPERIMENTS: Registry = Registry("experiment")
+# Ledger order: from the anatomy of a conv layer to what trained nets do; experiments not named here follow.
+ORDER = ("param_count", "weight_sharing", "conv_arithmetic", "conv_as_matmul", "classic_kernels", "receptive_field",
+         "translation", "pooling", "spatial_prior", "overfitting", "depth_and_gradients", "deep_image_prior",
+         "localisation", "segmentation")
 
 
 def _discover() -> None:
@@ -27,7 +33,8 @@ def get(name: str) -> ModuleType:
 
 
 def names() -> list[str]:
-  return EXPERIMENTS.names()
+  """Every experiment, in ledger order (ORDER, then the rest alphabetically)."""
+  return sorted(EXPERIMENTS.names(), key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
 def claim(name: str) -> str:

@@ -1,13 +1,12 @@
 """A CNN convolution is a series of dot products (im2col x matrix), and it is cross-correlation, not convolution.
 
+Measures the largest difference between a direct float64 loop, im2col + matmul and lax convolutions over
+strides, padding, dilation, groups, depthwise, 1-D and lhs dilation; one output against the dot product of
+its im2col row with the filter; cnnlab's conv against scipy's correlate2d and convolve2d; and the median
+wall time of the three implementations on real layers. The CLAIMS judges turn these into verdicts.
+
 Command: python run.py --exp=conv_as_matmul
-Run time: 15 s beside another experiment in the standard report (2 CPU cores, 2026-11-28).
-Result: direct (float64 numpy), im2col (jnp) and lax convolutions agree to float32 rounding (max abs error
-< 3e-6) on every case: strides, padding, dilation, groups, depthwise, 1-D, lhs dilation. An output equals
-the dot product of its im2col row with the filter. cnnlab's conv equals scipy's correlate2d (3.5e-7) and
-differs from convolve2d (3.19) unless the kernel is flipped (2.8e-7). Timing on 2 CPU cores (batch 8): lax
-is ~1.6-2.7x faster than im2col on the dense layers, but im2col wins on LeNet's 1-channel C1 (0.94x) and
-on AlexNet's grouped conv2 (0.43x: XLA's grouped conv is slow on CPU); the numpy loop is 5-18x slower.
+Result:  see REPORT.md (ledger) and the run's results.md.
 """
 
 import time
@@ -20,7 +19,7 @@ import scipy.signal
 import skimage.data
 
 from cnnlab.ops import conv_ops
-from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.report import ledger, rendering as reporting, tables, verdicts
 from cnnlab.errors import UserError
 
 # name -> (input shape without batch, kernel shape, strides, padding, rhs dilation, groups).
@@ -188,6 +187,7 @@ def _markdown(results: dict) -> str:
       "## CNN \"convolution\" is cross-correlation (camera photo, asymmetric 3x3 kernel)\n", corr,
       f"\n## Time on {results['backend']} (median of {results['repeats']} calls, the numpy direct loop of "
       f"{results['direct_repeats']}, interleaved)\n", tm,
+      tables.verdicts_section(CLAIMS, results),
   ])
 
 

@@ -5,26 +5,17 @@ maps a fixed random code z to an image and is fitted by Adam to one corrupted ph
 only to score. Three parts: fitting curves (photo, photo + noise, shuffled pixels, uniform noise: steps to a
 fixed MSE), denoising (sigma = 25/255: PSNR vs step, peak, a no-oracle stopping rule, output averaging) and
 inpainting (50% of pixels dropped), each against a Gaussian-blur baseline with the best blur width and two nets
-without a spatial prior (free pixels; a per-pixel MLP on z).
+without a spatial prior (free pixels; a per-pixel MLP on z). Seeds: 3 for denoising and inpainting, 1 for the
+fitting curves; about 6,300 steps of the skip net in all. The CLAIMS judges turn the PSNRs and step counts into
+verdicts. The paper's PSNR (2.2M parameters, ~512 px, 9 images) is not comparable in absolute terms.
 
-    python run.py --exp=deep_image_prior
-
-Run time: 5.2 min (311 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28; 6.9 min
-before the fitting curves stopped at their threshold): ~6,300 steps of the 122k-parameter net, one compile per
-net. An earlier (rbg-key) version ran in 74 s on one H100 (same six verdicts). Seeds: 3 for denoising and
-inpainting, 1 for the fitting curves (time).
-Result (64 px astronaut, width 32, depth 4; CPU): all six claims hold. Steps to MSE 0.01: photo 34 < photo +
-noise 88 < shuffled 154 ≈ noise 254. Denoising: input 20.71 dB, DIP peak 25.05 ± 0.02 dB at step 556 ± 53,
-24.35 ± 0.09 at step 1000 (falls as it fits noise), EMA 26.16 ± 0.10, sigma^2 stopping rule 24.25 ± 0.17, best
-blur 24.34, free pixels 20.89. Inpainting: masked 8.32, DIP 25.47 ± 0.32 (EMA 26.38 ± 0.43), best blur fill
-24.25, free pixels 13.41. (Before XLA:CPU's dots left YNNPACK, 2026-11-28 05:35 UTC, float rounding differed:
-noise 93 / 160 / 260 steps, peak 25.06 ± 0.04 dB at step 637 ± 82, inpainting 25.57 ± 0.11; same verdicts.)
-The paper's 29.22 dB (2.2M parameters, ~512 px, 9 images) is not comparable in absolute terms; the qualitative
-claims reproduce at this scale.
+Command:  python run.py --exp=deep_image_prior
+Result:   see REPORT.md (ledger) and the run's results.md.
 """
 
 import json
 import os
+import re
 import time
 from typing import Callable
 
@@ -35,8 +26,8 @@ import numpy as np
 from cnnlab.data import images
 from cnnlab.metrics import image as image_metrics
 from cnnlab.ops import analysis
-from cnnlab.report import ledger, rendering as reporting, verdicts
-from cnnlab.training import dip
+from cnnlab.report import figures, ledger, rendering as reporting, tables, verdicts
+from cnnlab.training import dip, sweep
 from cnnlab import models as model_lib
 from cnnlab.errors import UserError
 
@@ -71,7 +62,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.fit_mse = 0.01            # MSE threshold (20 dB to the target) that defines "fitted"
   c.fit_stop = True           # end a fitting curve within STOP_CHUNK steps of fit_mse; image + noise always runs
                               # to fit_steps (it shows the net going on to fit the noise)
-  c.denoise_steps = 1000      # steps of each denoising fit (800 was too short to see the >= 0.5 dB fall)
+  c.denoise_steps = 1000      # steps of each denoising fit (long enough to see PSNR fall as it fits the noise)
   c.inpaint_steps = 800       # steps of each inpainting fit
   c.mlp_width = 32            # width of the per-pixel MLP ablation
   c.mlp_depth = 2             # hidden layers of the per-pixel MLP ablation
@@ -98,17 +89,35 @@ def _nets(config, channels: int) -> dict:
                                             out_channels=channels)}
 
 
-def _fit(config, net, target, clean, seed, steps, mask=None, reg_noise=True, stop_at=None) -> dip.FitResult:
-  return dip.fit(net, target, clean, steps=steps, seed=seed, learning_rate=config.learning_rate,
-                 code_channels=config.code_channels, reg_noise_std=config.reg_noise_std if reg_noise else 0.0,
-                 ema_decay=config.ema_decay, mask=mask, stop_at=stop_at,
-                 chunk=STOP_CHUNK if stop_at is not None else 100)
+def _laps():
+  """Seconds since the previous call (the first: since this was made): each trial's fit, restore included."""
+  last = [time.time()]
+
+  def lap() -> float:
+    now = time.time()
+    seconds, last[0] = now - last[0], now
+    return seconds
+  return lap
 
 
-def fitting_curves(config, clean: np.ndarray, log) -> dict:
+def _trial(config, workdir, net, name, seed, target, clean, steps, tags, lap, mask=None, reg_noise=True,
+           stop_at=None) -> sweep.Trial:
+  """One DIP fit of `net` to `target` (scored against `clean`); its record gains the curves and output images."""
+  trial = sweep.Trial(re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"), net,
+                      dip.problem(target, clean, seed, config.code_channels, mask), seed,
+                      dip.train_config(steps, config.learning_rate), tags,
+                      task=dip.task(config.reg_noise_std if reg_noise else 0.0, config.ema_decay),
+                      hooks=[dip.stop_at(stop_at, STOP_CHUNK)] if stop_at is not None else [])
+  trial.after_fit = lambda state, _: {"curves": dip.curves(sweep.trial_dir(workdir, trial)), "seconds": lap(),
+                                      "final_ema": np.asarray(state.ema[0]), "best_out": np.asarray(state.best_out[0])}
+  return trial
+
+
+def fitting_curves(config, clean: np.ndarray, workdir: str, log) -> dict:
   """Paper Fig. 2: steps for the skip net to fit each target to MSE <= fit_mse (no input noise)."""
   net = _skip_net(config, clean.shape[-1])
   out = {name: {"steps": [], "final_mse": [], "steps_run": [], "loss": [], "noise_mse": []} for name in FIT_TARGETS}
+  trials, lap = [], _laps()
   for i in range(config.fit_seeds):
     seed = config.seed + i
     rng = np.random.default_rng(seed)
@@ -117,22 +126,26 @@ def fitting_curves(config, clean: np.ndarray, log) -> dict:
                "uniform noise": rng.random(clean.shape).astype(np.float32)}
     for name, target in targets.items():
       stop = config.fit_mse if config.fit_stop and name != "image + noise" else None
-      r = _fit(config, net, target, target, seed, config.fit_steps, reg_noise=False, stop_at=stop)
-      out[name]["steps"].append(dip.steps_to_reach(r.curves["loss"], config.fit_mse))
-      out[name]["final_mse"].append(float(r.curves["loss"][-1]))
-      out[name]["steps_run"].append(len(r.curves["loss"]))
-      out[name]["loss"].append(r.curves["loss"])
-      out[name]["noise_mse"].append(float(image_metrics.mse(target, clean)))
-      log("fit", name, seed, r.curves)
+      trials.append(_trial(config, workdir, net, f"fit {name} s{seed}", seed, target, target, config.fit_steps,
+                           {"target": name, "noise_mse": float(image_metrics.mse(target, clean))}, lap,
+                           reg_noise=False, stop_at=stop))
+  for r in sweep.run_trials(workdir, trials, progress=False):
+    c, res = r["curves"], out[r["target"]]
+    res["steps"].append(dip.steps_to_reach(c["loss"], config.fit_mse))
+    res["final_mse"].append(float(c["loss"][-1]))
+    res["steps_run"].append(len(c["loss"]))
+    res["loss"].append(c["loss"])
+    res["noise_mse"].append(r["noise_mse"])
+    log("fit", r["target"], r["seed"], c)
   return out
 
 
-def restoration(config, clean: np.ndarray, task: str, log) -> dict:
+def restoration(config, clean: np.ndarray, task: str, workdir: str, log) -> dict:
   """Denoising or inpainting of `clean` with each net and the blur baseline, over num_seeds seeds."""
   nets = _nets(config, clean.shape[-1])
   steps = config.denoise_steps if task == "denoise" else config.inpaint_steps
   sigmas = np.round(np.arange(1, int(round(config.blur_sigma_max * 10)) + 1) / 10, 2)
-  runs = []
+  runs, trials, lap = [], [], _laps()
   for i in range(config.num_seeds):
     seed = config.seed + i
     rng = np.random.default_rng(seed)
@@ -144,29 +157,30 @@ def restoration(config, clean: np.ndarray, task: str, log) -> dict:
       blur = [images.fill_by_blur(corrupted, mask, s) for s in sigmas]
     blur_psnr = [float(image_metrics.psnr(b, clean)) for b in blur]
     best = int(np.argmax(blur_psnr))  # Oracle choice of the blur width: the baseline at its best.
-    run = {"seed": seed, "input_psnr": float(image_metrics.psnr(corrupted, clean)),
-           "blur_psnr": blur_psnr[best], "blur_sigma": float(sigmas[best]), "nets": {},
-           "images": {"corrupted": corrupted, "blur": blur[best]}}
-    for name, net in nets.items():
-      # The ablations fit without input noise: at std 1/30 it drowns the per-pixel MLP's U(0, 0.1) code.
-      r = _fit(config, net, corrupted, clean, seed, steps, mask=mask, reg_noise=name.startswith("DIP"))
-      c = r.curves
-      res = {"peak_psnr": float(c["psnr"].max()), "peak_step": int(c["psnr"].argmax()) + 1,
-             "final_psnr": float(c["psnr"][-1]),
-             "ema_final_psnr": float(c["psnr_ema"][-1]), "ema_peak_psnr": float(c["psnr_ema"].max()),
-             "num_params": r.num_params, "seconds": r.seconds, "psnr_curve": c["psnr"],
-             "ema_curve": c["psnr_ema"], "final_loss": float(c["loss"][-1])}
-      if task == "denoise":
-        # Discrepancy principle: stop once the fit is as close to the noisy image as the noise level allows.
-        stop = dip.steps_to_reach(c["loss"], config.sigma ** 2)
-        res["stop_step"] = stop
-        res["stop_psnr"] = float(c["psnr"][stop - 1]) if stop else float("nan")
-        res["stop_ema_psnr"] = float(c["psnr_ema"][stop - 1]) if stop else float("nan")
-      run["nets"][name] = res
-      if name.startswith("DIP"):
-        run["images"]["dip_best"], run["images"]["dip_ema"] = r.best_out, r.final_ema
-      log(task, name, seed, c)
-    runs.append(run)
+    runs.append({"seed": seed, "input_psnr": float(image_metrics.psnr(corrupted, clean)),
+                 "blur_psnr": blur_psnr[best], "blur_sigma": float(sigmas[best]), "nets": {},
+                 "images": {"corrupted": corrupted, "blur": blur[best]}})
+    # The ablations fit without input noise: at std 1/30 it drowns the per-pixel MLP's U(0, 0.1) code.
+    trials += [_trial(config, workdir, net, f"{task} {name} s{seed}", seed, corrupted, clean, steps,
+                      {"run": i, "net": name}, lap, mask=mask, reg_noise=name.startswith("DIP"))
+               for name, net in nets.items()]
+  for r in sweep.run_trials(workdir, trials, progress=False):
+    run, name, c = runs[r["run"]], r["net"], r["curves"]
+    res = {"peak_psnr": float(c["psnr"].max()), "peak_step": int(c["psnr"].argmax()) + 1,
+           "final_psnr": float(c["psnr"][-1]),
+           "ema_final_psnr": float(c["psnr_ema"][-1]), "ema_peak_psnr": float(c["psnr_ema"].max()),
+           "num_params": r["params"], "seconds": r["seconds"], "psnr_curve": c["psnr"],
+           "ema_curve": c["psnr_ema"], "final_loss": float(c["loss"][-1])}
+    if task == "denoise":
+      # Discrepancy principle: stop once the fit is as close to the noisy image as the noise level allows.
+      stop = dip.steps_to_reach(c["loss"], config.sigma ** 2)
+      res["stop_step"] = stop
+      res["stop_psnr"] = float(c["psnr"][stop - 1]) if stop else float("nan")
+      res["stop_ema_psnr"] = float(c["psnr_ema"][stop - 1]) if stop else float("nan")
+    run["nets"][name] = res
+    if name.startswith("DIP"):
+      run["images"]["dip_best"], run["images"]["dip_ema"] = r["best_out"], r["final_ema"]
+    log(task, name, r["seed"], c)
   return {"runs": runs, "steps": steps}
 
 
@@ -193,8 +207,9 @@ def _restoration_rows(res: dict, task: str) -> list[list]:
   return rows
 
 
-def check_claims(fit: dict, den: dict, inp: dict, fit_cap: int) -> list[tuple[str, bool, str]]:
-  """(claim, holds, evidence) for each qualitative claim, computed from the measurements."""
+def _checks(results: dict) -> list[tuple[str, bool, str]]:
+  """(claim, holds, evidence) for each qualitative claim of the paper, from the measurements in `results`."""
+  fit, cap = results["fitting"], results["fit_steps"]
   steps = {k: np.mean([s if s is not None else np.inf for s in v["steps"]]) for k, v in fit.items()}
   a, b, c, d = (steps[k] for k in FIT_TARGETS)
   # c ≈ d: within a factor 2 in steps, or (if neither got there) in the MSE left at the cap.
@@ -205,8 +220,8 @@ def check_claims(fit: dict, den: dict, inp: dict, fit_cap: int) -> list[tuple[st
     what = "final MSE shuffled/noise"
   c_eq_d = bool(np.isfinite(c) == np.isfinite(d) and 0.5 < ratio < 2)
   mean = lambda runs, f: float(np.mean([f(r) for r in runs]))
-  fmt = lambda s: f"{s:.0f}" if np.isfinite(s) else f">{fit_cap}"
-  dr, ir = den["runs"], inp["runs"]
+  fmt = lambda s: f"{s:.0f}" if np.isfinite(s) else f">{cap}"
+  dr, ir = results["denoise"]["runs"], results["inpaint"]["runs"]
   peak = lambda runs, n: mean(runs, lambda r: r["nets"][n]["peak_psnr"])
   final = lambda runs, n: mean(runs, lambda r: r["nets"][n]["final_psnr"])
   dipn = "DIP (skip net)"
@@ -229,13 +244,6 @@ def check_claims(fit: dict, den: dict, inp: dict, fit_cap: int) -> list[tuple[st
        bool(final(ir, dipn) > mean(ir, lambda r: r["blur_psnr"])),
        f"{final(ir, dipn):.2f} vs {mean(ir, lambda r: r['blur_psnr']):.2f} dB"),
   ]
-
-
-def _show(ax, img: np.ndarray, title: str) -> None:
-  img = np.clip(img, 0, 1)
-  ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
-  ax.set_title(title, fontsize=8)
-  ax.axis("off")
 
 
 def _figures(config, clean, fit, den, inp, workdir) -> list[str]:
@@ -261,12 +269,11 @@ def _figures(config, clean, fit, den, inp, workdir) -> list[str]:
   for row, (res, task) in enumerate(((den, "noisy"), (inp, "masked"))):
     run = res["runs"][0]
     dipr = run["nets"]["DIP (skip net)"]
-    panels = [(clean, "clean"), (run["images"]["corrupted"], f"{task} {run['input_psnr']:.2f} dB"),
-              (run["images"]["blur"], f"blur s={run['blur_sigma']:g} {run['blur_psnr']:.2f} dB"),
-              (run["images"]["dip_best"], f"DIP best step {dipr['peak_step']} {dipr['peak_psnr']:.2f} dB"),
-              (run["images"]["dip_ema"], f"DIP EMA final {dipr['ema_final_psnr']:.2f} dB")]
-    for ax, (img, title) in zip(axes[row], panels):
-      _show(ax, img, title)
+    figures.image_panels(axes[row], [
+        (clean, "clean"), (run["images"]["corrupted"], f"{task} {run['input_psnr']:.2f} dB"),
+        (run["images"]["blur"], f"blur s={run['blur_sigma']:g} {run['blur_psnr']:.2f} dB"),
+        (run["images"]["dip_best"], f"DIP best step {dipr['peak_step']} {dipr['peak_psnr']:.2f} dB"),
+        (run["images"]["dip_ema"], f"DIP EMA final {dipr['ema_final_psnr']:.2f} dB")])
   names.append(reporting.save_figure(fig, workdir, "images"))
   return names
 
@@ -281,20 +288,15 @@ def _strip(res: dict, every: int) -> dict:
   return {"steps": res["steps"], "curve_every": every, "runs": runs}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Fitting curves, denoising and inpainting; writes results.json, results.md, metrics.jsonl, curves/images PNGs."""
-  start = time.time()
-  if config.size % 2 ** config.depth:
-    raise UserError(f"size {config.size} must be divisible by 2**depth = {2 ** config.depth}")
-  if config.num_seeds < 1 or config.fit_seeds < 1:
-    raise UserError("num_seeds and fit_seeds must be >= 1")
-  clean = images.load(config.image, config.size, config.crop)
-  net = _skip_net(config, clean.shape[-1])
-  num_params = analysis.count_params(analysis.abstract_variables(net, (1, config.size, config.size,
-                                                                       config.code_channels))["params"])
+def measure(config: ml_collections.ConfigDict, workdir: str, clean: np.ndarray, start: float) -> tuple[dict, tuple]:
+  """Parameter counts, fitting curves, denoising and inpainting PSNRs; also (fit, den, inp) in full for the figures.
+
+  Writes every fit's curves to metrics.jsonl and one progress line per fit (seconds since `start`).
+  """
+  num_params = analysis.count_params(analysis.abstract_variables(_skip_net(config, clean.shape[-1]), (
+      1, config.size, config.size, config.code_channels))["params"])
   paper_net = model_lib.create("dip_skip", width=128, depth=5, skip_width=4, out_channels=3)
   paper_params = analysis.count_params(analysis.abstract_variables(paper_net, (1, 64, 64, 32))["params"])
-
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as metrics_file:
     def log(task, method, seed, curves):
       n = len(curves["loss"])
@@ -303,42 +305,62 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         metrics_file.write(json.dumps({**rec, **{k: float(v[t]) for k, v in curves.items()}}) + "\n")
       print(f"  {task:8s} {method:16s} seed {seed}: {n} steps, loss {curves['loss'][-1]:.5f}, "
             f"peak PSNR {curves['psnr'].max():.2f} dB  [{time.time() - start:.0f} s]", flush=True)
-    fit = fitting_curves(config, clean, log)
-    den = restoration(config, clean, "denoise", log)
-    inp = restoration(config, clean, "inpaint", log)
+    fit = fitting_curves(config, clean, workdir, log)
+    den = restoration(config, clean, "denoise", workdir, log)
+    inp = restoration(config, clean, "inpaint", workdir, log)
+  results = {"num_params": num_params, "paper_config_params": paper_params, "fit_steps": config.fit_steps,
+             "fitting": {k: {"steps": v["steps"], "final_mse": v["final_mse"], "steps_run": v["steps_run"],
+                             "mse_to_clean": v["noise_mse"],
+                             "loss_curve": [lc[::config.curve_every].tolist() for lc in v["loss"]]}
+                         for k, v in fit.items()},
+             "denoise": _strip(den, config.curve_every), "inpaint": _strip(inp, config.curve_every)}
+  return results, (fit, den, inp)
 
-  figures = _figures(config, clean, fit, den, inp, workdir)
-  checks = check_claims(fit, den, inp, config.fit_steps)
-  seconds = time.time() - start
-  dipn = "DIP (skip net)"
-  dip_peak = [r["nets"][dipn]["peak_psnr"] for r in den["runs"]]
 
-  dget = lambda net, key: [r["nets"][net][key] for r in den["runs"]]
-  gain_pixels = float(np.mean(dget("free pixels", "peak_psnr")) - np.mean([r["input_psnr"] for r in den["runs"]]))
-  mlp_verb = "fits" if np.mean(dget("per-pixel MLP", "final_loss")) <= config.sigma ** 2 else "does not even fit"
-  floor, below = (float(np.mean(fit["image + noise"][k])) for k in ("noise_mse", "final_mse"))
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Fitting curves, denoising and inpainting; writes results.json, results.md, metrics.jsonl, curves/images PNGs."""
+  start = time.time()
+  if config.size % 2 ** config.depth:
+    raise UserError(f"size {config.size} must be divisible by 2**depth = {2 ** config.depth}")
+  if config.num_seeds < 1 or config.fit_seeds < 1:
+    raise UserError("num_seeds and fit_seeds must be >= 1")
+  clean = images.load(config.image, config.size, config.crop)
+  results, (fit, den, inp) = measure(config, workdir, clean, start)
+  results["figures"] = _figures(config, clean, fit, den, inp, workdir)
+  results["seconds"] = time.time() - start
+  markdown = render(results, config, clean.shape[-1])
+  return reporting.publish(workdir, results, markdown)
+
+
+def render(results: dict, config: ml_collections.ConfigDict, channels: int) -> str:
+  """results.md: networks, the paper's claims checked, fitting, denoising and inpainting tables, the paper."""
+  fit, den, inp = results["fitting"], results["denoise"], results["inpaint"]
+  num_params, paper_params = results["num_params"], results["paper_config_params"]
+  floor, below = (float(np.mean(fit["image + noise"][k])) for k in ("mse_to_clean", "final_mse"))
   fit_rows = [[name, ", ".join(str(s) if s is not None else f">{config.fit_steps}" for s in v["steps"]),
                ", ".join(map(str, v["steps_run"])), _ms(v["final_mse"], 5)] for name, v in fit.items()]
-  md = [f"# Deep Image Prior: an untrained conv net as the image prior\n",
-        f"Photo `{config.image}`, central {config.crop:g} crop at {config.size}x{config.size}x{clean.shape[-1]}; "
+  md = ["# Deep Image Prior: an untrained conv net as the image prior\n",
+        f"Photo `{config.image}`, central {config.crop:g} crop at {config.size}x{config.size}x{channels}; "
         f"skip net width {config.width}, depth {config.depth}, skip {config.skip_width}: **{num_params:,} "
         f"parameters** (the paper's width-128, depth-5 net: {paper_params:,}). Adam lr {config.learning_rate:g}, "
         f"input-noise std {config.reg_noise_std:.4g}, EMA decay {config.ema_decay:g}. Seeds: {config.num_seeds} for "
         f"denoising and inpainting (noise draw / mask, net init and code z all change with the seed; mean ± std), "
         f"{config.fit_seeds} for the fitting curves (four fits per seed; one keeps the standard run to a few "
-        f"minutes, `--config.fit_seeds=3` for more). Run time {seconds:.0f} s ({jax.default_backend()}, "
+        f"minutes, `--config.fit_seeds=3` for more). Run time {results['seconds']:.0f} s ({jax.default_backend()}, "
         f"{os.cpu_count()} CPU cores).\n",
         "## Networks\n",
         reporting.markdown_table(["net", "parameters", "spatial structure"],
                                  [[n, r["num_params"], STRUCTURE[n]] for n, r in den["runs"][0]["nets"].items()]),
         "\n## Claims\n",
-        reporting.markdown_table(["claim", "holds", "evidence"], [[c, "yes" if h else "no", e] for c, h, e in checks]),
-        f"\n## Fitting curves (paper Fig. 2): steps to MSE <= {config.fit_mse:g}, no input noise\n",
+        reporting.markdown_table(["claim", "holds", "evidence"],
+                                 [[c, "yes" if h else "no", e] for c, h, e in _checks(results)]),
+        "\n" + tables.verdicts_section(CLAIMS, results),
+        f"## Fitting curves (paper Fig. 2): steps to MSE <= {config.fit_mse:g}, no input noise\n",
         reporting.markdown_table(["target", "steps to the threshold (per seed)", "steps run", "MSE at the last step"],
                                  fit_rows),
         (f"\nA curve ends within {STOP_CHUNK} steps of reaching the threshold (`fit_stop`), except *image + noise*, "
-         f"which runs all {config.fit_steps} steps; a curve that never reaches it runs all of them.\n" if config.fit_stop
-         else ""),
+         f"which runs all {config.fit_steps} steps; a curve that never reaches it runs all of them.\n"
+         if config.fit_stop else ""),
         f"\nMSE between *image + noise* and the clean photo: {floor:.4f}; fitting below it means fitting noise. "
         f"After {config.fit_steps} steps the net's MSE to it is {below:.4f}, "
         f"{'below' if below < floor else 'still above'} that floor.\n",
@@ -346,40 +368,40 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         reporting.markdown_table(["method", "PSNR", "note"], _restoration_rows(den, "denoise")),
         f"\n## Inpainting, {config.drop_fraction:.0%} of pixels dropped: PSNR to the clean image (dB)\n",
         reporting.markdown_table(["method", "PSNR", "note"], _restoration_rows(inp, "inpaint")),
-        "\n## Against the paper (denoising, sigma = 25/255)\n",
-        reporting.markdown_table(
-            ["", "parameters", "images", "image size", "steps", "PSNR (dB)"],
-            [["Ulyanov et al. 2018", f"{PAPER['params']:.2g}", PAPER["images"], "~512 px", PAPER["steps"],
-              f"{PAPER['psnr']:.2f}"],
-             ["this run (peak, oracle step)", num_params, 1, f"{config.size} px", den["steps"], _ms(dip_peak)]]),
-        f"\nOur net has {paper_params / num_params:.0f}x fewer parameters and our images have "
-        f"{(512 / config.size) ** 2:.0f}x fewer pixels; at {config.size} px a photo holds more detail per pixel, "
-        "so absolute PSNRs are not comparable with the paper's. The oracle rows pick the step or blur width with "
-        "the clean image and are upper bounds; the sigma^2 stopping rule and the EMA use only the noisy image. "
-        f"The ablations show what is left without spatial structure: free pixels fit the noisy image (MSE "
-        f"{_ms(dget('free pixels', 'final_loss'), 5)}) and gain {gain_pixels:+.2f} dB over it at best; the per-pixel "
-        f"MLP, seeing one random code vector per pixel, {mlp_verb} it in {den['steps']} steps (MSE "
-        f"{_ms(dget('per-pixel MLP', 'final_loss'), 5)}).\n",
-        "\n" + "\n".join(f"![{f}]({f})" for f in figures) + "\n"]
-  results = {"num_params": num_params, "paper_config_params": paper_params, "seconds": seconds,
-             "claims": [{"claim": c, "holds": h, "evidence": e} for c, h, e in checks],
-             "fitting": {k: {"steps": v["steps"], "final_mse": v["final_mse"], "steps_run": v["steps_run"],
-                             "mse_to_clean": v["noise_mse"],
-                             "loss_curve": [lc[::config.curve_every].tolist() for lc in v["loss"]]}
-                         for k, v in fit.items()},
-             "denoise": _strip(den, config.curve_every), "inpaint": _strip(inp, config.curve_every),
-             "figures": figures}
-  markdown = "\n".join(md)
-  reporting.write_results(workdir, results, markdown)
-  print(markdown)
-  return results
+        _paper_section(results, config),
+        "\n" + "\n".join(f"![{f}]({f})" for f in results["figures"]) + "\n"]
+  return "\n".join(md)
 
 
-def _judge_claims(select: Callable[[str], bool]) -> Callable[[dict], ledger.Finding]:
+def _paper_section(results: dict, config: ml_collections.ConfigDict) -> str:
+  """Our denoising against the paper's, and what the ablations show."""
+  den, num_params, paper_params = results["denoise"], results["num_params"], results["paper_config_params"]
+  dget = lambda net, key: [r["nets"][net][key] for r in den["runs"]]
+  gain_pixels = float(np.mean(dget("free pixels", "peak_psnr")) - np.mean([r["input_psnr"] for r in den["runs"]]))
+  mlp_verb = "fits" if np.mean(dget("per-pixel MLP", "final_loss")) <= config.sigma ** 2 else "does not even fit"
+  return "\n".join([
+      "\n## Against the paper (denoising, sigma = 25/255)\n",
+      reporting.markdown_table(
+          ["", "parameters", "images", "image size", "steps", "PSNR (dB)"],
+          [["Ulyanov et al. 2018", f"{PAPER['params']:.2g}", PAPER["images"], "~512 px", PAPER["steps"],
+            f"{PAPER['psnr']:.2f}"],
+           ["this run (peak, oracle step)", num_params, 1, f"{config.size} px", den["steps"],
+            _ms(dget("DIP (skip net)", "peak_psnr"))]]),
+      f"\nOur net has {paper_params / num_params:.0f}x fewer parameters and our images have "
+      f"{(512 / config.size) ** 2:.0f}x fewer pixels; at {config.size} px a photo holds more detail per pixel, "
+      "so absolute PSNRs are not comparable with the paper's. The oracle rows pick the step or blur width with "
+      "the clean image and are upper bounds; the sigma^2 stopping rule and the EMA use only the noisy image. "
+      f"The ablations show what is left without spatial structure: free pixels fit the noisy image (MSE "
+      f"{_ms(dget('free pixels', 'final_loss'), 5)}) and gain {gain_pixels:+.2f} dB over it at best; the per-pixel "
+      f"MLP, seeing one random code vector per pixel, {mlp_verb} it in {den['steps']} steps (MSE "
+      f"{_ms(dget('per-pixel MLP', 'final_loss'), 5)}).\n"])
+
+
+def _judge_checks(select: Callable[[str], bool]) -> Callable[[dict], ledger.Finding]:
   def judge(results: dict) -> ledger.Finding:
-    rows = [c for c in results["claims"] if select(c["claim"])]
-    held = sum(c["holds"] for c in rows)
-    figure = "; ".join(f"{c['claim'].split(':')[0]}: {c['evidence']}" for c in rows)
+    rows = [(c, h, e) for c, h, e in _checks(results) if select(c)]
+    held = sum(h for _, h, _ in rows)
+    figure = "; ".join(f"{c.split(':')[0]}: {e}" for c, _, e in rows)
     return ledger.Finding(f"{held}/{len(rows)} hold — {figure}", verdicts.from_counts(held, len(rows)))
   return judge
 
@@ -388,10 +410,10 @@ CLAIMS = [
     ledger.Claim("image_prior_fitting", "An untrained conv net fits a natural image faster than the same image with "
                  "noise, its pixels shuffled, or pure noise.", "Ulyanov, Vedaldi & Lempitsky 2018 (Fig. 2)",
                  "Adam steps of the skip net to reach MSE 0.01 on each target; supported if image < image + noise "
-                 "< shuffled ~ noise", _judge_claims(lambda c: c.startswith("fitting"))),
+                 "< shuffled ~ noise", _judge_checks(lambda c: c.startswith("fitting"))),
     ledger.Claim("deep_image_prior", "The structure of a conv net is an image prior: fitted to one corrupted photo and "
                  "stopped early, it denoises and inpaints it better than nets without a spatial prior.",
                  "Ulyanov, Vedaldi & Lempitsky 2018", "PSNR to the clean photo (3 seeds) of the skip net vs free "
                  "pixels, a per-pixel MLP and the best Gaussian blur, for denoising (sigma 25/255) and 50% "
-                 "inpainting", _judge_claims(lambda c: not c.startswith("fitting"))),
+                 "inpainting", _judge_checks(lambda c: not c.startswith("fitting"))),
 ]

@@ -2,18 +2,13 @@
 
 Per-layer gradient norms at initialisation and after training (and the global norm logged during
 training), plus final accuracy, for deep MLPs and deep CNNs (`cnnlab.models.deep`: stem -> `depth`
-blocks -> head) with and without BatchNorm and residual connections, on real 8x8 digits. Gradients
-vanish (explode) at depth L when the first block's gradient norm is more than `spread` times smaller
-(larger) than the last block's, or than the first block's in the shallowest net of the same kind.
+blocks -> head) with and without BatchNorm and residual connections, on real 8x8 digits (24 trainings
+of 100 steps). Gradients vanish (explode) at depth L when the first block's gradient norm is more than
+`spread` times smaller (larger) than the last block's, or than the first block's in the shallowest net of
+the same kind; the CLAIMS judge applies that rule to the measured norms.
 
 Command:  python run.py --exp=depth_and_gradients
-Run time: 2.9 min (173 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28);
-          24 trainings of 100 steps.
-Result (measured, 3 seeds, depth 32 at init): block-1/block-32 gradient ratio 10^-4.1 (plain MLP), 10^-5.1
-          (plain CNN), 10^+2.5 / 10^+1.4 (BatchNorm MLP / CNN), 10^-0.6 / 10^-0.1 (residual, but block 1's gradient
-          grows 10^5.1 / 10^5.6 over depth 2), 10^+0.9 / 10^+0.9 (BatchNorm + residual). The claim is refuted: the
-          plain CNN's gradients vanish more than the MLP's; only BatchNorm + residual keeps them within 2 decades in
-          both.
+Result:   see REPORT.md (ledger) and the run's results.md.
 """
 
 import functools
@@ -25,11 +20,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from cnnlab import data, models
-from cnnlab.report import ledger, rendering as reporting, verdicts
-from cnnlab.training import metric_writer, parallel, sweep, train
+from cnnlab import data, kernels, models
+from cnnlab.report import ledger, rendering as reporting, tables, verdicts
+from cnnlab.training import metric_writer, parallel, state as state_lib, sweep, train
 
-UNTESTED = "untested (no vanishing or exploding gradients at this depth)"
 VARIANTS = {"plain": ("none", False), "batchnorm": ("batch", False), "residual": ("none", True),
             "bn+residual": ("batch", True)}
 
@@ -88,7 +82,7 @@ def _block_grad_norms_fn(apply_fn, depth: int):
   return jax.jit(norms)
 
 
-def block_grad_norms(state: train.TrainState, depth: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def block_grad_norms(state: state_lib.TrainState, depth: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
   """Per-block gradient norms of the cross-entropy on (x, y) at `state`'s parameters."""
   return np.asarray(_block_grad_norms_fn(state.apply_fn, depth)(state.params, state.batch_stats or {}, x, y))
 
@@ -100,105 +94,120 @@ def _model(config, family: str, variant: str, depth: int, num_classes: int):
                        num_classes=num_classes)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _init_norms(config: ml_collections.ConfigDict, ds: data.Dataset, x: np.ndarray, y: np.ndarray) -> list[dict]:
+  """Per-block gradient norms at initialisation of every (family, variant, init depth, seed)."""
+  mesh, tx, rows = parallel.make_mesh(), state_lib.make_optimizer(config.train), []
+  for f in config.families:
+    for v in config.variants:
+      for depth in config.init_depths:
+        net = kernels.specialise(_model(config, f, v, depth, ds.num_classes), config.train.kernels)  # as fit does
+        for seed in range(config.seeds):
+          init_rng, _ = jax.random.split(jax.random.key(seed))  # the same init as train.fit(seed)
+          state = state_lib.create_train_state(net, tx, init_rng, ds.example_shape, mesh)
+          n = block_grad_norms(state, depth, x, y)
+          rows.append({"family": f, "variant": v, "depth": depth, "seed": seed, "norms": n.tolist(),
+                       "ratio": float(max(n[0], 1e-30) / max(n[-1], 1e-30))})
+  return rows
+
+
+def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Block-gradient spreads (log10 first / last block) at init and trained, drift over depth, accuracy."""
   ds = data.load(config.data)
   x, y = ds.x_train[:config.grad_examples], ds.y_train[:config.grad_examples]
-  mesh = parallel.make_mesh()
-  tx = train.make_optimizer(config.train)
-  cells = [(f, v) for f in config.families for v in config.variants]
+  init_rows = _init_norms(config, ds, x, y)
 
-  init_rows = []
-  for f, v in cells:
-    for depth in config.init_depths:
-      net = _model(config, f, v, depth, ds.num_classes)
-      for seed in range(config.seeds):
-        init_rng, _ = jax.random.split(jax.random.key(seed))  # the same init as train.fit(seed)
-        state = train.create_train_state(net, tx, init_rng, ds.example_shape, mesh)
-        n = block_grad_norms(state, depth, x, y)
-        init_rows.append({"family": f, "variant": v, "depth": depth, "seed": seed, "norms": n.tolist(),
-                          "ratio": float(max(n[0], 1e-30) / max(n[-1], 1e-30))})
+  def trained_norms(depth, state, _):
+    n = block_grad_norms(state, depth, x, y)
+    return {"trained_norms": n.tolist(), "trained_ratio": float(max(n[0], 1e-30) / max(n[-1], 1e-30))}
 
   trials = [sweep.Trial(f"{f}_{v}_d{d}_s{seed}", _model(config, f, v, d, ds.num_classes), ds, seed, config.train,
-                        {"family": f, "variant": v, "depth": d})
-            for f, v in cells for d in config.train_depths for seed in range(config.seeds)]
-  records = []
-  for t in trials:
-    state, summary = train.fit(t.config, t.model, t.dataset, os.path.join(workdir, "trials", t.name), t.seed)
-    n = block_grad_norms(state, t.tags["depth"], x, y)
-    records.append({**t.tags, "seed": t.seed, **summary, "trained_norms": n.tolist(),
-                    "trained_ratio": float(max(n[0], 1e-30) / max(n[-1], 1e-30))})
-
-  log_ratio = sweep.group([{**r, "lr": np.log10(r["ratio"])} for r in init_rows], ("family", "variant", "depth"), "lr")
-  log_ratio_tr = sweep.group([{**r, "lr": np.log10(r["trained_ratio"])} for r in records],
-                             ("family", "variant", "depth"), "lr")
-  test = sweep.group(records, ("family", "variant", "depth"), "test_accuracy")
-  params = {(r["family"], r["variant"], r["depth"]): r["params"] for r in records}
-  deepest = max(config.init_depths)
-  lim = np.log10(config.spread)
-  log_first = sweep.group([{**r, "lf": np.log10(max(r["norms"][0], 1e-30))} for r in init_rows], ("family", "variant", "depth"),
-                          "lf")
+                        {"family": f, "variant": v, "depth": d}, after_fit=functools.partial(trained_norms, d))
+            for f in config.families for v in config.variants for d in config.train_depths
+            for seed in range(config.seeds)]
+  records = sweep.run_trials(workdir, trials, progress=config.train.progress)
+  keys = ("family", "variant", "depth")
+  log10 = lambda rows, metric: sweep.group([{**r, "lg": np.log10(metric(r))} for r in rows], keys, "lg")
+  log_first = log10(init_rows, lambda r: max(r["norms"][0], 1e-30))
   shallow = min(config.init_depths)
-  drift = {(f, v, d): float(np.mean(log_first[(f, v, d)]) - np.mean(log_first[(f, v, shallow)]))
-           for f, v in cells for d in config.init_depths}
-  healthy = {(f, v): abs(float(np.mean(log_ratio[(f, v, deepest)]))) <= lim and abs(drift[(f, v, deepest)]) <= lim
-             for f, v in cells}
-  # Claim: CNNs prevent vanishing/exploding gradients -> the plain CNN's deepest spread stays within the limit.
-  # It can only be supported if plain MLPs do suffer and plain CNNs do not; if neither suffers it is untested.
-  cnn_plain_ok, mlp_plain_ok = healthy.get(("cnn", "plain"), False), healthy.get(("mlp", "plain"), False)
-  if cnn_plain_ok and mlp_plain_ok:
-    v_claim = UNTESTED
-  else:
-    v_claim = verdicts.SUPPORTED if cnn_plain_ok else verdicts.REFUTED
-  fixes_both = [v for v in config.variants if v != "plain" and all(healthy[(f, v)] for f in config.families)]
-  td = max(config.train_depths)
+  # Drift: how far block 1's gradient moved (log10, mean over seeds) from the shallowest net of the same kind.
+  drift = {(f, v, d): float(np.mean(lf) - np.mean(log_first[(f, v, shallow)])) for (f, v, d), lf in log_first.items()}
+  name = lambda fvd: "{}/{}/d{}".format(*fvd)
+  return {"dataset": ds.name, "spread": config.spread,
+          "init_log10_ratio": {name(k): r for k, r in log10(init_rows, lambda r: r["ratio"]).items()},
+          "init_log10_first_block_drift": {name(k): r for k, r in drift.items()},
+          "trained_log10_ratio": {name(k): r for k, r in log10(records, lambda r: r["trained_ratio"]).items()},
+          "test_accuracy": {name(k): a for k, a in sweep.group(records, keys, "test_accuracy").items()},
+          "params": {name((r["family"], r["variant"], r["depth"])): r["params"] for r in records},
+          "init_rows": init_rows, "records": records}
 
-  results = {"dataset": ds.name,
-             "init_log10_ratio": {f"{f}/{v}/d{d}": r for (f, v, d), r in log_ratio.items()},
-             "init_log10_first_block_drift": {f"{f}/{v}/d{d}": r for (f, v, d), r in drift.items()},
-             "trained_log10_ratio": {f"{f}/{v}/d{d}": r for (f, v, d), r in log_ratio_tr.items()},
-             "test_accuracy": {f"{f}/{v}/d{d}": a for (f, v, d), a in test.items()},
-             "params": {f"{f}/{v}/d{d}": p for (f, v, d), p in params.items()},
-             "healthy_at_max_depth": {f"{f}/{v}": b for (f, v), b in healthy.items()},
-             "fixes_in_every_family": fixes_both, "plain_healthy": {"mlp": mlp_plain_ok, "cnn": cnn_plain_ok},
-             "verdict_cnns_prevent_vanishing": v_claim,
-             "init_rows": init_rows, "records": records}
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Measures, writes results.json, results.md and the figures to `workdir`; returns the measurements."""
+  results = measure(config, workdir)
+  md = render(results, config)
+  cells = [(f, v) for f in config.families for v in config.variants]
+  _plot(workdir, config, cells, results["init_rows"], max(config.init_depths))
+  _plot_training(workdir, config, cells)
+  return reporting.publish(workdir, results, md)
+
+
+def _deepest(results: dict) -> int:
+  return max(int(k.rsplit("/d", 1)[1]) for k in results["init_log10_ratio"])
+
+
+def _healthy(results: dict) -> dict[str, bool]:
+  """Per 'family/variant': spread and drift at the deepest init depth both within ±log10(`spread`) decades?"""
+  lim, d = np.log10(results["spread"]), _deepest(results)
+  return {k[:-len(f"/d{d}")]: abs(float(np.mean(v))) <= lim and abs(results["init_log10_first_block_drift"][k]) <= lim
+          for k, v in results["init_log10_ratio"].items() if k.endswith(f"/d{d}")}
+
+
+def _fixes(results: dict) -> list[str]:
+  """Non-plain block types healthy at the deepest depth in every family."""
+  healthy = _healthy(results)
+  variants = dict.fromkeys(k.split("/")[1] for k in healthy)
+  return [v for v in variants if v != "plain" and all(ok for k, ok in healthy.items() if k.endswith(f"/{v}"))]
+
+
+def render(results: dict, config: ml_collections.ConfigDict) -> str:
+  """results.md: spread and drift at init, spread and accuracy trained, and the verdict of CLAIMS."""
+  cells = [(f, v) for f in config.families for v in config.variants]
+  ratio, drift, ratio_tr, test, params = (results[k] for k in ("init_log10_ratio", "init_log10_first_block_drift",
+                                                               "trained_log10_ratio", "test_accuracy", "params"))
+  lim, deepest, td = np.log10(config.spread), _deepest(results), max(config.train_depths)
+  healthy, fixes = _healthy(results), _fixes(results)
   fmt_r = lambda v: f"{np.mean(v):+.1f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.1f}"
-  md = [f"# Depth and gradients: do CNNs prevent vanishing/exploding gradients? (`{ds.name}`)\n\n",
+  yn = lambda k: "yes" if healthy.get(k, False) else "no"
+  md = [f"# Depth and gradients: do CNNs prevent vanishing/exploding gradients? (`{results['dataset']}`)\n\n",
         f"Per-block gradient norms of the cross-entropy on {config.grad_examples} training examples, "
         f"{config.seeds} seeds; beyond ±{lim:.0f} decades the gradients vanish (−) or explode (+).\n\n",
         "## At initialisation\n\n",
         reporting.markdown_table(["family", "block"] + [f"depth {d}: spread / drift" for d in config.init_depths],
-                                 [[f, v] + [f"{fmt_r(log_ratio[(f, v, d)])} / {drift[(f, v, d)]:+.1f}"
+                                 [[f, v] + [f"{fmt_r(ratio[f'{f}/{v}/d{d}'])} / {drift[f'{f}/{v}/d{d}']:+.1f}"
                                             for d in config.init_depths] for f, v in cells]),
-        f"\nSpread: log10 of block-1 / block-L gradient norm. Drift: log10 of block 1's gradient norm at this depth "
-        f"over depth {shallow} (same family and block type; mean over seeds).\n",
+        "\nSpread: log10 of block-1 / block-L gradient norm. Drift: log10 of block 1's gradient norm at this depth "
+        f"over depth {min(config.init_depths)} (same family and block type; mean over seeds).\n",
         f"\n## After {config.train.steps} Adam steps: spread and test accuracy (%)\n\n",
         reporting.markdown_table(
             ["family", "block"] + [f"depth {d}: params / spread / test acc" for d in config.train_depths],
-            [[f, v] + [f"{params[(f, v, d)]:,} / {fmt_r(log_ratio_tr[(f, v, d)])} / "
-                       f"{reporting.fmt_mean_std(test[(f, v, d)], 100)}" for d in config.train_depths]
+            [[f, v] + [f"{params[f'{f}/{v}/d{d}']:,} / {fmt_r(ratio_tr[f'{f}/{v}/d{d}'])} / "
+                       f"{reporting.fmt_mean_std(test[f'{f}/{v}/d{d}'], 100)}" for d in config.train_depths]
              for f, v in cells]),
-        "\n## Verdict\n\n",
-        f"- **CNNs prevent vanishing/exploding gradients — {v_claim}.** At depth {deepest} the plain CNN's spread is "
-        f"{fmt_r(log_ratio[('cnn', 'plain', deepest)])} decades, drift {drift[('cnn', 'plain', deepest)]:+.1f}"
-        + (f" (plain MLP: {fmt_r(log_ratio[('mlp', 'plain', deepest)])}, drift {drift[('mlp', 'plain', deepest)]:+.1f})"
-           if ("mlp", "plain") in healthy else "")
-        + f". Plain blocks within ±{lim:.0f} decades: MLP {'yes' if mlp_plain_ok else 'no'}, CNN "
-        f"{'yes' if cnn_plain_ok else 'no'}. Non-plain block types within ±{lim:.0f} decades at depth {deepest} in "
-        f"every family: {', '.join(fixes_both) if fixes_both else 'none'}"
-        + ("" if cnn_plain_ok and mlp_plain_ok else
+        "\n", tables.verdicts_section(CLAIMS, results, "## Verdict"),
+        f"\nAt depth {deepest} the plain CNN's spread is {fmt_r(ratio[f'cnn/plain/d{deepest}'])} decades, drift "
+        f"{drift[f'cnn/plain/d{deepest}']:+.1f}"
+        + (f" (plain MLP: {fmt_r(ratio[f'mlp/plain/d{deepest}'])}, drift {drift[f'mlp/plain/d{deepest}']:+.1f})"
+           if "mlp/plain" in healthy else "")
+        + f". Plain blocks within ±{lim:.0f} decades: MLP {yn('mlp/plain')}, CNN {yn('cnn/plain')}. Non-plain block "
+        f"types within ±{lim:.0f} decades at depth {deepest} in every family: {', '.join(fixes) if fixes else 'none'}"
+        + (" — neither plain net's gradients vanish or explode at this depth, so it cannot test the claim"
+           if yn("mlp/plain") == yn("cnn/plain") == "yes" else
            f" — according to these numbers what keeps gradients healthy is the block type "
-           f"({' / '.join(fixes_both) or 'none tested'}), not convolution or the parameter count")
-        + ".\n",
-        f"- Test accuracy at depth {td}: "
-        + "; ".join(f"{f} {v} {reporting.fmt_mean_std(test[(f, v, td)], 100)}" for f, v in cells) + ".\n",
+           f"({' / '.join(fixes) or 'none tested'}), not convolution or the parameter count") + ".\n",
+        f"Test accuracy at depth {td}: "
+        + "; ".join(f"{f} {v} {reporting.fmt_mean_std(test[f'{f}/{v}/d{td}'], 100)}" for f, v in cells) + ".\n",
         "\n![gradient norms per layer](grad_norms.png)\n\n![during training](grad_norm_during_training.png)\n"]
-  md = "".join(md)
-  _plot(workdir, config, cells, init_rows, deepest)
-  _plot_training(workdir, config, cells)
-  reporting.write_results(workdir, results, md)
-  print(md)
-  return results
+  return "".join(md)
 
 
 def _plot(workdir, config, cells, init_rows, deepest) -> None:
@@ -235,19 +244,16 @@ def _plot_training(workdir, config, cells) -> None:
 
 
 def _judge_vanishing(results: dict) -> ledger.Finding:
-  deepest = max(int(k.rsplit("/d", 1)[1]) for k in results["init_log10_ratio"])
+  deepest, healthy = _deepest(results), _healthy(results)
   ratio = {k.rsplit("/d", 1)[0]: float(np.mean(v)) for k, v in results["init_log10_ratio"].items()
            if k.endswith(f"/d{deepest}")}
-  healthy, total = verdicts.count_true(results["healthy_at_max_depth"])
+  cnn_ok, mlp_ok = healthy.get("cnn/plain", False), healthy.get("mlp/plain", False)
+  # Supported only if plain MLPs suffer and plain CNNs do not; if neither suffers, the depth cannot test the claim.
+  verdict = verdicts.INCONCLUSIVE if cnn_ok and mlp_ok else verdicts.from_flag(cnn_ok)
   return ledger.Finding(f"log10 gradient ratio block 1 / block {deepest} at init: plain MLP {ratio['mlp/plain']:+.1f}, "
-                        f"plain CNN {ratio['cnn/plain']:+.1f}; healthy at depth {deepest}: {healthy}/{total} variants "
-                        f"(fix: {', '.join(results['fixes_in_every_family']) or 'none'})",
-                        _ledger_verdict(results["verdict_cnns_prevent_vanishing"]))
-
-
-def _ledger_verdict(verdict: str) -> str:
-  """The experiment's verdict; its 'untested (...)' (no vanishing at the depths tried) is inconclusive."""
-  return verdicts.INCONCLUSIVE if verdict.startswith("untested") else verdict
+                        f"plain CNN {ratio['cnn/plain']:+.1f}; healthy at depth {deepest}: "
+                        "{}/{} variants ".format(*verdicts.count_true(healthy))
+                        + f"(fix: {', '.join(_fixes(results)) or 'none'})", verdict)
 
 
 CLAIMS = [

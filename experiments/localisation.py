@@ -4,20 +4,15 @@ Single-object detection on canvases of one real MNIST digit (`cnnlab.data.canvas
 pasted at a random position on 32x32); the target is the class and the box of the digit's strokes. A
 CNN (3x3 conv + max pool stages, a dense layer, a class + box head) against an MLP whose hidden width is
 chosen to give it about the CNN's parameter count; both trained with cross-entropy + (1 - GIoU)
-(`train.loss = "class_and_box"`). Reported: classification accuracy, mean box IoU, and the share of
-digits both classified and localised (IoU >= 0.5, PASCAL VOC's criterion), against the trivial
-prediction (the most frequent class and the mean training box).
+(`train.loss = "class_and_box"`), 6 trainings of 1,000 steps. Measured: classification accuracy, mean box
+IoU, the share of digits both classified and localised (IoU >= 0.5, PASCAL VOC's criterion), the trivial
+prediction's scores (the most frequent class and the mean training box) and step times; the CLAIMS judges
+give the verdicts.
 
 Command:  python run.py --exp=localisation
-Run time: 1.2 min (70 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 6 trainings of
-          1,000 steps.
-Result (measured, 3 seeds, test %): CNN (30,926 params) class accuracy 88.2±1.1, mean box IoU 68.1±1.6, right
-          class and IoU >= 0.5 80.7±3.4; MLP (31,184 params) 24.8±1.1 / 63.5±0.9 / 19.0±0.9; trivial 9.0 / 9.0 / 0.4.
-          Both verdicts supported: the MLP finds roughly where the digit is but cannot tell which digit it is.
-          Step time (median of 10 steps; it depends on the load): CNN 23 ms, MLP ~1 ms.
+Result:   see REPORT.md (ledger) and the run's results.md.
 """
 
-import os
 import time
 
 import ml_collections
@@ -27,7 +22,7 @@ from cnnlab import data, models
 from cnnlab.data import canvas
 from cnnlab.metrics import boxes
 from cnnlab.ops import analysis
-from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.report import ledger, rendering as reporting, tables, verdicts
 from cnnlab.training import inference, losses, sweep, timing, train
 from cnnlab.errors import UserError
 
@@ -93,71 +88,67 @@ def trivial_baseline(ds: data.Dataset) -> dict:
           "hit": float((correct * (iou >= 0.5)).mean())}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def measure(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, tuple]:
+  """Per-seed test scores and parameters of CNN and MLP, the trivial baseline's scores, step times.
+
+  Also returns (dataset, seed 0's outputs on the figure's canvases per model) for the figure.
+  """
   if config.seeds < 1:
     raise UserError("localisation needs seeds >= 1")
   if config.train.loss != "class_and_box":
     raise UserError("localisation trains class + box: train.loss must be 'class_and_box'")
-  start = time.time()
   ds = canvas.localisation_dataset(config.data, config.canvas)
   nets = build_models(config, ds.example_shape, ds.num_classes)
-  trivial = trivial_baseline(ds)
-  records, examples = [], {}
-  for seed in range(config.seeds):
-    for name, net in nets.items():
-      state, summary = train.fit(config.train, net, ds, os.path.join(workdir, "trials", f"{name}_s{seed}"), seed)
-      records.append({"model": name, "seed": seed, **summary})
-      if seed == 0:
-        examples[name] = inference.outputs(state, ds.x_test[:config.figure_canvases], config.train.eval_batch_size)
+
+  def figure_outputs(state, ds):  # seed 0's outputs on the figure's canvases, popped from its record below
+    return {"examples": inference.outputs(state, ds.x_test[:config.figure_canvases], config.train.eval_batch_size)}
+
+  records = sweep.run_trials(workdir, [sweep.Trial(f"{name}_s{seed}", net, ds, seed, config.train, {"model": name},
+                                                   after_fit=figure_outputs if seed == 0 else None)
+                                       for seed in range(config.seeds) for name, net in nets.items()],
+                             progress=config.train.progress)
+  examples = {r["model"]: r.pop("examples") for r in records if "examples" in r}
   step_seconds = {m: timing.median_step_seconds(config.train, net, ds, config.timing_steps) for m, net in nets.items()}
   scores = {k: sweep.group(records, ("model",), f"test_{k}") for k in METRICS}
   params = {m: int(sweep.group(records, ("model",), "params")[(m,)][0]) for m in nets}
-
-  cnn = {k: scores[k][("cnn",)] for k in METRICS}
-  mlp = {k: scores[k][("mlp",)] for k in METRICS}
-  # Verdict 1: the CNN classifies and localises far above the trivial prediction.
-  above = {"accuracy": verdicts.clearly_greater(cnn["accuracy"], [trivial["accuracy"]]),
-           "box_iou": verdicts.clearly_greater(cnn["box_iou"], [trivial["box_iou"]])
-           and np.mean(cnn["box_iou"]) >= config.far_factor * trivial["box_iou"]}
-  v_cnn = verdicts.from_counts(sum(above.values()), len(above))
-  # Verdict 2: the CNN beats the MLP of similar size on every metric.
-  beats = {k: verdicts.clearly_greater(cnn[k], mlp[k]) for k in METRICS}
-  v_mlp = verdicts.from_counts(sum(beats.values()), len(beats))
-  results = {"dataset": ds.name, "n_train": len(ds.y_train), "n_test": len(ds.y_test), "trivial": trivial,
+  results = {"dataset": ds.name, "n_train": len(ds.y_train), "n_test": len(ds.y_test), "trivial": trivial_baseline(ds),
              "scores": {f"{m}/{k}": scores[k][(m,)] for m in nets for k in METRICS}, "params": params,
-             "step_seconds": step_seconds, "far_factor": config.far_factor, "cnn_above_trivial": above,
-             "cnn_beats_mlp": beats,
-             "verdict_cnn_localises": v_cnn, "verdict_cnn_beats_mlp": v_mlp, "records": records}
+             "step_seconds": step_seconds, "far_factor": config.far_factor, "records": records}
+  return results, (ds, examples)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Measures, writes results.json, results.md and the figure to `workdir`; returns the measurements."""
+  start = time.time()
+  results, (ds, examples) = measure(config, workdir)
   _plot(workdir, ds, examples, config)
   results["run_seconds"] = time.time() - start
-  md = _markdown(config, ds, results)
-  reporting.write_results(workdir, results, md)
-  print(md)
-  return results
+  md = render(results, config)
+  return reporting.publish(workdir, results, md)
 
 
-def _markdown(config, ds, r) -> str:
-  t = r["trivial"]
+def render(results: dict, config: ml_collections.ConfigDict) -> str:
+  """results.md: scores of the trivial prediction, CNN and MLP, and the verdicts of CLAIMS."""
+  r, t = results, results["trivial"]
   rows = [["most frequent class + mean box (trivial)", 0] + [f"{100 * t[k]:.1f}" for k in METRICS] + [""]]
   for m in r["params"]:
     rows.append([LABELS[m], r["params"][m]] + [reporting.fmt_mean_std(r["scores"][f"{m}/{k}"], 100) for k in METRICS]
                 + [f"{1000 * r['step_seconds'][m]:.1f}"])
   drop = {k: 100 * (np.mean(r["scores"][f"cnn/{k}"]) - np.mean(r["scores"][f"mlp/{k}"])) for k in METRICS}
-  md = [f"# Single-digit localisation: class + box (`{ds.name}`)\n\n",
+  yn = lambda b: "yes" if b else "no"
+  md = [f"# Single-digit localisation: class + box (`{r['dataset']}`)\n\n",
         f"{r['n_train']:,} train / {r['n_test']:,} test canvases of {config.canvas.size}x{config.canvas.size} px, "
         f"one real digit each. {config.seeds} seed(s), {config.train.steps} Adam steps of batch "
-        f"{config.train.batch_size}, loss cross-entropy + (1 - GIoU); test-set numbers in %, mean ± std over seeds.\n\n",
+        f"{config.train.batch_size}, loss cross-entropy + (1 - GIoU); test-set numbers in %, mean ± std over "
+        "seeds.\n\n",
         reporting.markdown_table(["model", "params", "class accuracy", "mean box IoU", "class right and IoU ≥ 0.5",
                                   "ms / train step"], rows),
         f"\nThe MLP's hidden width is chosen to match the CNN's parameter count. Step time: median of "
         f"{config.timing_steps} compiled steps on this machine (it depends on the load; compare within a run).\n\n",
-        "## Verdicts\n\n",
-        f"- **A CNN predicts the class and box of a digit far above the trivial baseline — "
-        f"{r['verdict_cnn_localises']}.** Clearly above it (box IoU also ≥ {config.far_factor:g}x): "
-        + ", ".join(f"{k} {'yes' if ok else 'no'}" for k, ok in r["cnn_above_trivial"].items()) + ".\n",
-        f"- **A CNN localises better than an MLP of similar size — {r['verdict_cnn_beats_mlp']}.** The MLP loses "
-        + ", ".join(f"{drop[k]:.1f} points of {k.replace('_', ' ')}" for k in METRICS) + "; clearly worse on "
-        f"{sum(r['cnn_beats_mlp'].values())}/{len(METRICS)} metrics.\n",
+        tables.verdicts_section(CLAIMS, r),
+        f"\nCNN clearly above the trivial prediction (box IoU also ≥ {config.far_factor:g}x): "
+        + ", ".join(f"{k} {yn(ok)}" for k, ok in _above_trivial(r).items()) + ". The MLP loses "
+        + ", ".join(f"{drop[k]:.1f} points of {k.replace('_', ' ')}" for k in METRICS) + ".\n",
         f"\nRun time of this invocation {r['run_seconds']:.0f} s (finished trainings in the workdir are loaded, "
         "not re-run).\n\n![predictions](predictions.png)\n"]
   return "".join(md)
@@ -188,8 +179,16 @@ def _figure(results: dict, model: str) -> str:
   return "/".join(f"{100 * np.mean(results['scores'][f'{model}/{k}']):.1f}" for k in METRICS)
 
 
+def _above_trivial(results: dict) -> dict[str, bool]:
+  """Is the CNN > 2 SE above the trivial prediction on class accuracy, and on box IoU (and by `far_factor`)?"""
+  cnn, trivial = (lambda k: results["scores"][f"cnn/{k}"]), results["trivial"]
+  return {"accuracy": verdicts.clearly_greater(cnn("accuracy"), [trivial["accuracy"]]),
+          "box_iou": verdicts.clearly_greater(cnn("box_iou"), [trivial["box_iou"]])
+          and bool(np.mean(cnn("box_iou")) >= results["far_factor"] * trivial["box_iou"])}
+
+
 def _judge_localises(results: dict) -> ledger.Finding:
-  held, total = verdicts.count_true(results["cnn_above_trivial"])
+  held, total = verdicts.count_true(_above_trivial(results))
   trivial = "/".join(f"{100 * results['trivial'][k]:.1f}" for k in METRICS)
   return ledger.Finding(f"class accuracy / box IoU / right class and IoU >= 0.5 (%): CNN {_figure(results, 'cnn')} vs "
                         f"trivial {trivial}; clearly above on {held}/{total} (box IoU also >= "
@@ -197,7 +196,8 @@ def _judge_localises(results: dict) -> ledger.Finding:
 
 
 def _judge_beats_mlp(results: dict) -> ledger.Finding:
-  held, total = verdicts.count_true(results["cnn_beats_mlp"])
+  scores = results["scores"]
+  held, total = verdicts.count_true([verdicts.clearly_greater(scores[f"cnn/{k}"], scores[f"mlp/{k}"]) for k in METRICS])
   return ledger.Finding(f"class accuracy / box IoU / right class and IoU >= 0.5 (%): CNN {_figure(results, 'cnn')} "
                         f"({results['params']['cnn']:,} params) vs MLP {_figure(results, 'mlp')} "
                         f"({results['params']['mlp']:,}); CNN clearly ahead on {held}/{total}",

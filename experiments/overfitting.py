@@ -3,13 +3,11 @@
 Reuses weight_sharing's three models — CNN (local + shared), locally-connected net (local, unshared;
 same shapes) and MLP — on real digits: (a) at their base widths across training-set sizes, with
 learning curves; (b) at one training-set size across width multipliers, which changes the parameter
-count of each family by ~16x. Generalisation gap = train accuracy − test accuracy after training.
+count of each family by ~16x (45 trainings). Measures per-seed train and test accuracy and the
+generalisation gap = train accuracy − test accuracy after training; the CLAIMS judge gives the verdict.
 
 Command:  python run.py --exp=overfitting
-Run time: 1.7 min (101 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 45 trainings.
-Result (measured, 3 seeds): gaps at 144/431/1,437 examples — CNN 8.3/5.9/2.0, LCN 8.8/5.0/1.6, MLP 8.6/5.3/2.3
-          points: more data shrinks every gap, but the CNN's gap is never clearly below the LCN's or the MLP's, and
-          widening a family 16x does not widen its gap (the claim is refuted here). results.md holds the tables.
+Result:   see REPORT.md (ledger) and the run's results.md.
 """
 
 import os
@@ -18,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from cnnlab import data
-from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.report import figures, ledger, rendering as reporting, tables, verdicts
 from cnnlab.training import metric_writer, sweep, train
 from experiments import weight_sharing
 
@@ -66,12 +64,17 @@ def _nets(config, multiplier: float, num_classes: int) -> dict:
   return weight_sharing.build_models(scaled, num_classes)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _key(model: str, width: float, fraction: float) -> str:
+  return f"{model}@w{width}@f{fraction}"
+
+
+def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Per-seed train / test accuracy and gap of every (model, width, fraction) cell, parameter counts."""
   ds = data.load(config.data)
   trials = {}
   # Size axis at base width; width axis at one size. A shared cell (base width, width_fraction) has one name
   # in both, so it is trained once (the second lookup is a finished run).
-  for m_idx, mult in enumerate(config.width_multipliers):
+  for mult in config.width_multipliers:
     nets = _nets(config, mult, ds.num_classes)
     for f in sorted(set(config.train_fractions) | {config.width_fraction}):
       if not (mult == 1.0 and f in config.train_fractions) and f != config.width_fraction:
@@ -85,90 +88,93 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   records = sweep.run_trials(workdir, list(trials.values()), progress=config.train.progress)
   for r in records:
     r["gap"] = r["train_accuracy"] - r["test_accuracy"]
-  models = list(LABELS)
-  gap = sweep.group(records, ("model", "width", "fraction"), "gap")
-  test = sweep.group(records, ("model", "width", "fraction"), "test_accuracy")
-  tr = sweep.group(records, ("model", "width", "fraction"), "train_accuracy")
+  cells = lambda metric: {_key(*k): v for k, v in sweep.group(records, ("model", "width", "fraction"), metric).items()}
   params = {(r["model"], r["width"]): r["params"] for r in records}
-  n_train = {r["fraction"]: r["n_train"] for r in records}
-  fr, wf, widths = list(config.train_fractions), config.width_fraction, list(config.width_multipliers)
-
-  # Claim: sharing reduces overfitting -> CNN gap clearly below LCN gap (sharing isolated) at each size.
-  below_lcn = {f: verdicts.clearly_greater(gap[("lcn", 1.0, f)], gap[("cnn", 1.0, f)]) for f in fr}
-  below_mlp = {f: verdicts.clearly_greater(gap[("mlp", 1.0, f)], gap[("cnn", 1.0, f)]) for f in fr}
-  v_sharing = verdicts.from_counts(sum(below_lcn.values()), len(fr))
-  # More data shrinks every gap; more parameters (within a family) widens it?
-  shrinks = {m: verdicts.clearly_greater(gap[(m, 1.0, fr[0])], gap[(m, 1.0, fr[-1])]) for m in models}
-  widens = {m: verdicts.clearly_greater(gap[(m, widths[-1], wf)], gap[(m, widths[0], wf)]) for m in models}
+  gap = cells("gap")
   # Across families at equal data: does the gap follow the parameter count? (rank correlation of means)
-  cells = [(m, w) for m in models for w in widths]
+  wf, grid = config.width_fraction, [(m, w) for m in LABELS for w in config.width_multipliers]
   rank = lambda v: np.argsort(np.argsort(v))
-  rho = float(np.corrcoef(rank([params[c] for c in cells]), rank([np.mean(gap[(*c, wf)]) for c in cells]))[0, 1])
+  rho = float(np.corrcoef(rank([params[c] for c in grid]), rank([np.mean(gap[_key(*c, wf)]) for c in grid]))[0, 1])
+  return {"dataset": ds.name, "n_test": len(ds.y_test), "train_fractions": list(config.train_fractions),
+          "width_multipliers": list(config.width_multipliers), "width_fraction": wf, "gap": gap,
+          "test_accuracy": cells("test_accuracy"), "train_accuracy": cells("train_accuracy"),
+          "params": {f"{m}@w{w}": p for (m, w), p in params.items()},
+          "n_train": {str(r["fraction"]): r["n_train"] for r in records}, "rank_corr_params_gap": rho,
+          "records": records}
 
-  results = {"dataset": ds.name, "gap": {f"{m}@w{w}@f{f}": v for (m, w, f), v in gap.items()},
-             "test_accuracy": {f"{m}@w{w}@f{f}": v for (m, w, f), v in test.items()},
-             "params": {f"{m}@w{w}": p for (m, w), p in params.items()}, "n_train": {str(f): n for f, n in n_train.items()},
-             "cnn_gap_below_lcn": {str(f): b for f, b in below_lcn.items()},
-             "cnn_gap_below_mlp": {str(f): b for f, b in below_mlp.items()}, "gap_shrinks_with_data": shrinks,
-             "gap_widens_with_width": widens, "rank_corr_params_gap": rho,
-             "verdict_sharing_reduces_overfitting": v_sharing, "records": records}
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Measures, writes results.json, results.md and the figures to `workdir`; returns the measurements."""
+  results = measure(config, workdir)
+  _plot(workdir, results)
+  return reporting.publish(workdir, results, render(results, config))
+
+
+def _trends(results: dict) -> tuple[dict, dict]:
+  """Per model: does more data clearly shrink the gap, and does more width clearly widen it (> 2 SE)?"""
+  gap, fr, widths, wf = (results[k] for k in ("gap", "train_fractions", "width_multipliers", "width_fraction"))
+  shrinks = {m: verdicts.clearly_greater(gap[_key(m, 1.0, fr[0])], gap[_key(m, 1.0, fr[-1])]) for m in LABELS}
+  widens = {m: verdicts.clearly_greater(gap[_key(m, widths[-1], wf)], gap[_key(m, widths[0], wf)]) for m in LABELS}
+  return shrinks, widens
+
+
+def render(results: dict, config: ml_collections.ConfigDict) -> str:
+  """results.md: gap tables over sizes and widths, the verdict of CLAIMS and the trends."""
+  fr, wf, widths, n_train = (results[k] for k in ("train_fractions", "width_fraction", "width_multipliers", "n_train"))
+  tr, test, gap, params = (results[k] for k in ("train_accuracy", "test_accuracy", "gap", "params"))
   fmt = lambda v: reporting.fmt_mean_std(v, 100)
   yn = lambda b: "yes" if b else "no"
-  md = [f"# Overfitting: generalisation gap vs data and parameters (`{ds.name}`)\n\n",
-        f"{config.seeds} seeds, {config.train.steps} Adam steps of batch {config.train.batch_size}; test set "
-        f"{len(ds.y_test)}. Accuracy and gap (train − test) in percentage points, mean ± std.\n\n",
-        "## Gap vs training-set size (base widths)\n\n",
-        reporting.markdown_table(
-            ["model", "params"] + [f"{n_train[f]:,} ex.: train / test / gap" for f in fr],
-            [[LABELS[m], params[(m, 1.0)]]
-             + [f"{np.mean(tr[(m, 1.0, f)]) * 100:.1f} / {fmt(test[(m, 1.0, f)])} / {fmt(gap[(m, 1.0, f)])}"
-                for f in fr]
-             for m in models]),
-        f"\n## Gap vs parameter count ({n_train[wf]:,} training examples)\n\n",
-        reporting.markdown_table(["model", "width x", "params", "train", "test", "gap"],
-                                 [[LABELS[m], w, params[(m, w)], fmt(tr[(m, w, wf)]), fmt(test[(m, w, wf)]),
-                                   fmt(gap[(m, w, wf)])] for m in models for w in widths]),
-        "\n## Verdicts\n\n",
-        f"- **Weight sharing reduces overfitting — {v_sharing}.** CNN gap clearly below the LCN's (same locality "
-        f"and shapes, 2 standard errors) at {sum(below_lcn.values())}/{len(fr)} sizes; below the MLP's at "
-        f"{sum(below_mlp.values())}/{len(fr)}.\n",
-        "- More data shrinks the gap (smallest vs largest size): "
-        + ", ".join(f"{m} {yn(b)}" for m, b in shrinks.items()) + ".\n",
-        f"- More parameters within a family widen the gap ({widths[0]}x vs {widths[-1]}x width): "
-        + ", ".join(f"{m} {yn(b)}" for m, b in widens.items())
-        + f". Rank correlation of parameter count and gap over all {len(cells)} (model, width) cells: {rho:.2f}.\n",
-        "\n![gap](gap.png)\n\n![learning curves](learning_curves.png)\n"]
-  md = "".join(md)
-  _plot(workdir, config, models, gap, params, n_train, trials)
-  reporting.write_results(workdir, results, md)
-  print(md)
-  return results
+  shrinks, widens = _trends(results)
+  below = {m: "{}/{}".format(*verdicts.count_true(_gap_below(results, m))) for m in ("lcn", "mlp")}
+  cell = lambda m, f: (f"{np.mean(tr[_key(m, 1.0, f)]) * 100:.1f} / {fmt(test[_key(m, 1.0, f)])} / "
+                       f"{fmt(gap[_key(m, 1.0, f)])}")
+  return "".join([
+      f"# Overfitting: generalisation gap vs data and parameters (`{results['dataset']}`)\n\n",
+      f"{config.seeds} seeds, {config.train.steps} Adam steps of batch {config.train.batch_size}; test set "
+      f"{results['n_test']}. Accuracy and gap (train − test) in percentage points, mean ± std.\n\n",
+      "## Gap vs training-set size (base widths)\n\n",
+      reporting.markdown_table(["model", "params"] + [f"{n_train[str(f)]:,} ex.: train / test / gap" for f in fr],
+                               [[LABELS[m], params[f"{m}@w1.0"]] + [cell(m, f) for f in fr] for m in LABELS]),
+      f"\n## Gap vs parameter count ({n_train[str(wf)]:,} training examples)\n\n",
+      tables.mean_std_table({(m, w): LABELS[m] for m in LABELS for w in widths},
+                            {"train": "train", "test_accuracy": "test", "gap": "gap"},
+                            lambda mw, k: results["train_accuracy" if k == "train" else k][_key(*mw, wf)], scale=100,
+                            extra={"width x": lambda mw: mw[1], "params": lambda mw: params[f"{mw[0]}@w{mw[1]}"]}),
+      "\n", tables.verdicts_section(CLAIMS, results),
+      f"\nCNN gap clearly below (> 2 standard errors) the LCN's at {below['lcn']} sizes, the MLP's at "
+      f"{below['mlp']}.\n",
+      "More data shrinks the gap (smallest vs largest size, > 2 standard errors): "
+      + ", ".join(f"{m} {yn(b)}" for m, b in shrinks.items()) + ".\n",
+      f"More parameters within a family widen the gap ({widths[0]}x vs {widths[-1]}x width): "
+      + ", ".join(f"{m} {yn(b)}" for m, b in widens.items())
+      + f". Rank correlation of parameter count and gap over all {len(LABELS) * len(widths)} (model, width) cells: "
+      f"{results['rank_corr_params_gap']:.2f}.\n",
+      "\n![gap](gap.png)\n\n![learning curves](learning_curves.png)\n"])
 
 
-def _plot(workdir, config, models, gap, params, n_train, trials) -> None:
-  fr, wf, widths = list(config.train_fractions), config.width_fraction, list(config.width_multipliers)
+def _plot(workdir: str, results: dict) -> None:
+  fr, wf, widths, n_train = (results[k] for k in ("train_fractions", "width_fraction", "width_multipliers", "n_train"))
+  gap, params = results["gap"], results["params"]
   fig, (ax, bx) = reporting.new_figure(1, 2, figsize=(10, 4))
-  for m in models:
-    ax.errorbar([n_train[f] for f in fr], [100 * np.mean(gap[(m, 1.0, f)]) for f in fr],
-                yerr=[100 * np.std(gap[(m, 1.0, f)]) for f in fr], marker="o", capsize=3, label=LABELS[m])
-    bx.errorbar([params[(m, w)] for w in widths], [100 * np.mean(gap[(m, w, wf)]) for w in widths],
-                yerr=[100 * np.std(gap[(m, w, wf)]) for w in widths], marker="o", capsize=3, label=LABELS[m])
-  for a, xl in ((ax, "training examples"), (bx, f"parameters ({n_train[wf]:,} examples)")):
-    a.set_xscale("log")
-    a.set_xlabel(xl)
-    a.set_ylabel("train − test accuracy (pp)")
-    a.grid(alpha=0.3)
-    a.legend(fontsize=8)
+  ylabel = "train − test accuracy (pp)"
+  # Population std (ddof=0) in these error bars, as this plot has always drawn them; the tables use ddof=1.
+  figures.errorbar_curves(ax, [n_train[str(f)] for f in fr], {LABELS[m]: [gap[_key(m, 1.0, f)] for f in fr]
+                                                              for m in LABELS}, scale=100, ddof=0,
+                          xlabel="training examples", ylabel=ylabel)
+  for m in LABELS:  # one line per family, at its own parameter counts
+    figures.errorbar_curves(bx, [params[f"{m}@w{w}"] for w in widths],
+                            {LABELS[m]: [gap[_key(m, w, wf)] for w in widths]}, scale=100, ddof=0,
+                            xlabel=f"parameters ({n_train[str(wf)]:,} examples)", ylabel=ylabel)
   reporting.save_figure(fig, workdir, "gap")
   # Learning curves at the smallest size, base width, seed 0: batch train accuracy vs test accuracy.
-  fig, axes = reporting.new_figure(1, len(models), figsize=(4 * len(models), 3.5), sharey=True)
-  for a, m in zip(np.atleast_1d(axes), models):
+  fig, axes = reporting.new_figure(1, len(LABELS), figsize=(4 * len(LABELS), 3.5), sharey=True)
+  for a, m in zip(np.atleast_1d(axes), LABELS):
     rows = metric_writer.read_metrics(os.path.join(workdir, "trials", f"{m}_w1.0_f{fr[0]}_s0"))
     tr_rows = [r for r in rows if "train_accuracy" in r]
     te_rows = [r for r in rows if "test_accuracy" in r]
     a.plot([r["step"] for r in tr_rows], [100 * r["train_accuracy"] for r in tr_rows], label="train (batches)")
     a.plot([r["step"] for r in te_rows], [100 * r["test_accuracy"] for r in te_rows], label="test")
-    a.set_title(f"{LABELS[m]}, {n_train[fr[0]]} ex.", fontsize=9)
+    a.set_title(f"{LABELS[m]}, {n_train[str(fr[0])]} ex.", fontsize=9)
     a.set_xlabel("step")
     a.grid(alpha=0.3)
   np.atleast_1d(axes)[0].set_ylabel("accuracy (%)")
@@ -176,16 +182,25 @@ def _plot(workdir, config, models, gap, params, n_train, trials) -> None:
   reporting.save_figure(fig, workdir, "learning_curves")
 
 
+def _gap_below(results: dict, other: str) -> dict:
+  """Per size (base width): is the CNN's gap below `other`'s by more than 2 standard errors?"""
+  gap = results["gap"]
+  return {f: verdicts.clearly_greater(gap[_key(other, 1.0, f)], gap[_key("cnn", 1.0, f)])
+          for f in results["train_fractions"]}
+
+
 def _judge_overfitting(results: dict) -> ledger.Finding:
   sizes = sorted(results["n_train"], key=lambda f: results["n_train"][f])
   width = next(k.split("@")[1] for k in results["gap"] if k.endswith(f"@f{sizes[-1]}"))
   gaps = {m: "/".join(f"{100 * np.mean(results['gap'][f'{m}@{width}@f{s}']):.1f}" for s in sizes)
           for m in ("cnn", "lcn", "mlp")}
-  held, total = verdicts.count_true({**results["cnn_gap_below_lcn"], **{f"m{k}": v for k, v in
-                                                                           results["cnn_gap_below_mlp"].items()}})
+  below_lcn, below_mlp = _gap_below(results, "lcn"), _gap_below(results, "mlp")
+  held, total = verdicts.count_true([*below_lcn.values(), *below_mlp.values()])
+  # The verdict isolates sharing: CNN vs LCN (same locality and shapes) at each size; the MLP is context.
   return ledger.Finding(f"train-test gap (points) at {'/'.join(str(results['n_train'][s]) for s in sizes)} examples: "
                         f"CNN {gaps['cnn']}, LCN {gaps['lcn']}, MLP {gaps['mlp']}; CNN gap clearly smaller in "
-                        f"{held}/{total} comparisons", results["verdict_sharing_reduces_overfitting"])
+                        f"{held}/{total} comparisons",
+                        verdicts.from_counts(sum(below_lcn.values()), len(results["train_fractions"])))
 
 
 CLAIMS = [

@@ -3,30 +3,23 @@
 The same 2-conv net (`poolnet`: conv -> ReLU -> downsample, twice, then a linear head) with only the
 downsampling changed, on MNIST-1D at several training-set sizes and on real 8x8 digits centred on
 a 16x16 canvas, plus each variant's shift consistency (Zhang 2019; the translation experiment's metric).
+48 trainings (500 steps; 2-D: 300); the CLAIMS judges turn the per-seed accuracies into verdicts.
 
 Anchor: the MNIST-1D pooling benchmark at 1k/5k/10k training examples — no pool 59/92/94, stride
 57/90/91, max 78/95/97, avg 78/94/96. MNIST-1D's default split has only 4,000 training examples, so
 we use fractions of it (1,000 / 2,000 / 4,000); only the 1k column is directly comparable.
 
 Command:  python run.py --exp=pooling
-Run time: 2.0 min (120 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28);
-          48 trainings (500 steps; 2-D: 300).
-Result (measured, 3 seeds): MNIST-1D at 1k/2k/4k examples — none 60/79/88, stride 59/72/80, max 74/85/89,
-          avg 71/80/84 % (anchor at 1k: 59/57/78/78): max and average pooling clearly beat no downsampling only at
-          1k (2/8 cases: "pooling helps" partly supported) and every pool beats the strided conv at every size; on
-          16x16-canvas digits no variant beats no-downsampling (98.0 %), whose flatten head also gives the best
-          shift consistency there. results.md holds the table and verdicts.
+Result:   see REPORT.md (ledger) and the run's results.md.
 """
-
-import os
 
 import ml_collections
 import numpy as np
 
 from cnnlab import data, models
 from cnnlab.ops import shift
-from cnnlab.report import ledger, rendering as reporting, verdicts
-from cnnlab.training import train
+from cnnlab.report import figures, ledger, rendering as reporting, tables, verdicts
+from cnnlab.training import sweep, train
 
 ANCHOR_1K = {"none": 59, "stride": 57, "max": 78, "avg": 78}  # MNIST-1D pooling benchmark, 1k training examples
 LABELS = {"none": "no downsampling", "stride": "stride-2 conv", "max": "max pool", "avg": "average pool",
@@ -78,12 +71,12 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   return c
 
 
-def _fit_and_measure(config, tcfg, net, ds, name, seed, tags, workdir) -> dict:
-  """Trains one variant, then adds its shift consistency on the test set."""
-  state, summary = train.fit(tcfg, net, ds, os.path.join(workdir, "trials", name), seed)
-  cons = shift.consistency(state, ds.x_test, config.consistency_shift, seed=1000 + seed,
-                           batch_size=tcfg.eval_batch_size)
-  return {**tags, "seed": seed, **summary, "consistency": cons}
+def _trial(config, tcfg, net, ds, name, seed, tags) -> sweep.Trial:
+  """One variant's training, after which its shift consistency on the test set is measured."""
+  def consistency(state, ds):
+    return {"consistency": shift.consistency(state, ds.x_test, config.consistency_shift, seed=1000 + seed,
+                                             batch_size=tcfg.eval_batch_size)}
+  return sweep.Trial(name, net, ds, seed, tcfg, tags, after_fit=consistency)
 
 
 def _signals(ds: data.Dataset) -> data.Dataset:
@@ -100,111 +93,113 @@ def _group(records, keys, metric):
   return out
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  for t in (config.train, config.image.train):
-    t.progress = t.progress and config.train.progress
+def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Per-seed test accuracy and shift consistency of every variant: MNIST-1D per training fraction, and 2-D."""
   ds1 = _signals(data.load(config.data))
   nets1 = {v: models.create("poolnet", features=tuple(config.features), kernel_size=config.kernel_size,
                             downsample=v, num_classes=ds1.num_classes) for v in config.variants}
-  rec1 = []
-  for f in config.train_fractions:
-    for seed in range(config.seeds):
-      sub = data.subsample(ds1, f, seed)
-      for v, net in nets1.items():
-        rec1.append(_fit_and_measure(config, config.train, net, sub, f"1d_{v}_f{f}_s{seed}", seed,
-                                     {"variant": v, "fraction": f, "n_train": len(sub.y_train)}, workdir))
+  subsets = {(f, seed): data.subsample(ds1, f, seed) for f in config.train_fractions for seed in range(config.seeds)}
+  rec1 = sweep.run_trials(workdir, [
+      _trial(config, config.train, net, sub, f"1d_{v}_f{f}_s{seed}", seed,
+             {"variant": v, "fraction": f, "n_train": len(sub.y_train)})
+      for (f, seed), sub in subsets.items() for v, net in nets1.items()], progress=config.train.progress)
   ds2 = shift.canvas_dataset(data.load(config.image.data), config.image.canvas)
   nets2 = {v: models.create("poolnet", features=tuple(config.image.features), downsample=v,
                             num_classes=ds2.num_classes) for v in config.variants}
-  rec2 = [_fit_and_measure(config, config.image.train, net, ds2, f"2d_{v}_s{seed}", seed, {"variant": v}, workdir)
-          for seed in range(config.seeds) for v, net in nets2.items()]
+  rec2 = sweep.run_trials(
+      workdir, [_trial(config, config.image.train, net, ds2, f"2d_{v}_s{seed}", seed, {"variant": v})
+                for seed in range(config.seeds) for v, net in nets2.items()], progress=config.train.progress)
+  cells1 = lambda metric: {f"{v}@{f}": a for (v, f), a in _group(rec1, ("variant", "fraction"), metric).items()}
+  cells2 = lambda metric: {v: a for (v,), a in _group(rec2, ("variant",), metric).items()}
+  return {"dataset_1d": ds1.name, "n_test_1d": len(ds1.y_test), "mnist1d_test_accuracy": cells1("test_accuracy"),
+          "mnist1d_consistency": cells1("consistency"), "image_test_accuracy": cells2("test_accuracy"),
+          "image_consistency": cells2("consistency"), "params_1d": {r["variant"]: r["params"] for r in rec1},
+          "params_2d": {r["variant"]: r["params"] for r in rec2},
+          "n_train": {str(r["fraction"]): r["n_train"] for r in rec1}, "records": rec1 + rec2}
 
-  acc1 = _group(rec1, ("variant", "fraction"), "test_accuracy")
-  cons1 = _group(rec1, ("variant", "fraction"), "consistency")
-  acc2, cons2 = _group(rec2, ("variant",), "test_accuracy"), _group(rec2, ("variant",), "consistency")
-  params1 = {r["variant"]: r["params"] for r in rec1}
-  params2 = {r["variant"]: r["params"] for r in rec2}
-  n_train = {r["fraction"]: r["n_train"] for r in rec1}
-  fr = list(config.train_fractions)
 
-  # "Pooling helps": max and average pooling each clearly above no downsampling, per size and on 2-D.
-  pools = [v for v in ("max", "avg", "l2") if v in config.variants]
-  cases = [(p, f) for p in pools for f in fr]
-  helps = {f"{p}@{f}": verdicts.clearly_greater(acc1[(p, f)], acc1[("none", f)]) for p, f in cases}
-  helps.update({f"{p}@2d": verdicts.clearly_greater(acc2[(p,)], acc2[("none",)]) for p in pools})
-  v_helps = verdicts.from_counts(sum(helps.values()), len(helps))
-  vs_stride = {}
-  if "stride" in config.variants:
-    vs_stride = {f"{p}@{f}": verdicts.clearly_greater(acc1[(p, f)], acc1[("stride", f)]) for p, f in cases}
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Measures, writes results.json, results.md and the figure to `workdir`; returns the measurements."""
+  results = measure(config, workdir)
+  _plot(workdir, results)
+  return reporting.publish(workdir, results, render(results, config))
+
+
+def _pools(results: dict) -> list[str]:
+  """The pooling variants measured (the downsamplings that pool a window rather than subsample)."""
+  return [v for v in ("max", "avg", "l2") if v in results["image_test_accuracy"]]
+
+
+def _pool_beats(results: dict, baseline: str, metric: str = "test_accuracy", sizes=None) -> dict[str, bool]:
+  """Per '{pool}@{size}' (MNIST-1D) and '{pool}@2d': is the pool's `metric` > 2 SE above `baseline`'s?"""
+  one, two = results[f"mnist1d_{metric}"], results[f"image_{metric}"]
+  sizes = list(results["n_train"]) if sizes is None else sizes
+  out = {f"{p}@{f}": verdicts.clearly_greater(one[f"{p}@{f}"], one[f"{baseline}@{f}"])
+         for p in _pools(results) for f in sizes}
+  out.update({f"{p}@2d": verdicts.clearly_greater(two[p], two[baseline]) for p in _pools(results)})
+  return out
+
+
+def render(results: dict, config: ml_collections.ConfigDict) -> str:
+  """results.md: accuracy and consistency tables, the verdicts of CLAIMS and the case-by-case comparisons."""
+  acc1, cons1, acc2, cons2 = (results[k] for k in ("mnist1d_test_accuracy", "mnist1d_consistency",
+                                                   "image_test_accuracy", "image_consistency"))
+  fr, n_train, variants = list(results["n_train"]), results["n_train"], list(acc2)
   full = fr[-1]
-  more_consistent = {p: verdicts.clearly_greater(cons1[(p, full)], cons1[("none", full)]) for p in pools}
-  more_consistent.update({f"{p}@2d": verdicts.clearly_greater(cons2[(p,)], cons2[("none",)]) for p in pools})
-  v_cons = verdicts.from_counts(sum(more_consistent.values()), len(more_consistent))
-
-  results = {"mnist1d_test_accuracy": {f"{v}@{f}": a for (v, f), a in acc1.items()},
-             "mnist1d_consistency": {f"{v}@{f}": a for (v, f), a in cons1.items()},
-             "image_test_accuracy": {v: a for (v,), a in acc2.items()},
-             "image_consistency": {v: a for (v,), a in cons2.items()},
-             "params_1d": params1, "params_2d": params2, "n_train": {str(f): n for f, n in n_train.items()}, "pool_beats_none": helps,
-             "pool_beats_stride": vs_stride, "pool_more_consistent": more_consistent,
-             "verdict_pooling_helps": v_helps, "verdict_pooling_shift_consistency": v_cons,
-             "records": rec1 + rec2}
-  fmt = lambda v, s=100: reporting.fmt_mean_std(v, s)
-  md = [f"# Pooling: none vs strided vs max vs average on MNIST-1D and 2-D digits\n\n",
+  fmt = lambda v: reporting.fmt_mean_std(v, 100)
+  helps = _pool_beats(results, "none")
+  # Shift consistency is compared at the full training set only (and on 2-D digits).
+  consistent = _pool_beats(results, "none", "consistency", sizes=[full])
+  md = ["# Pooling: none vs strided vs max vs average on MNIST-1D and 2-D digits\n\n",
         f"Same 2-conv net, only the downsampling differs. {config.seeds} seeds; MNIST-1D: {config.train.steps} Adam "
-        f"steps of batch {config.train.batch_size}; test set {len(ds1.y_test)}. Accuracy in %, mean ± std.\n\n",
-        f"## MNIST-1D (`{ds1.name}`), test accuracy vs training-set size\n\n",
+        f"steps of batch {config.train.batch_size}; test set {results['n_test_1d']}. Accuracy in %, "
+        "mean ± std.\n\n",
+        f"## MNIST-1D (`{results['dataset_1d']}`), test accuracy vs training-set size\n\n",
         "MNIST-1D's default split has 4,000 training examples, so sizes are fractions of it; the benchmark "
         "anchor is at 1k/5k/10k examples (only its 1k column is comparable).\n\n",
         reporting.markdown_table(
             ["downsampling", "params"] + [f"{n_train[f]:,} ex." for f in fr] + ["anchor, 1k"]
             + [f"consistency, {n_train[full]:,} ex."],
-            [[LABELS[v], params1[v]] + [fmt(acc1[(v, f)]) for f in fr]
-             + [ANCHOR_1K.get(v, "—"), fmt(cons1[(v, full)])] for v in config.variants]),
+            [[LABELS[v], results["params_1d"][v]] + [fmt(acc1[f"{v}@{f}"]) for f in fr]
+             + [ANCHOR_1K.get(v, "—"), fmt(cons1[f"{v}@{full}"])] for v in variants]),
         f"\n## 2-D: real digits on a {config.image.canvas}x{config.image.canvas} canvas "
         f"({config.image.train.steps} steps)\n\n",
         reporting.markdown_table(["downsampling", "params", "test accuracy", "consistency"],
-                                 [[LABELS[v], params2[v], fmt(acc2[(v,)]), fmt(cons2[(v,)])]
-                                  for v in config.variants]),
+                                 [[LABELS[v], results["params_2d"][v], fmt(acc2[v]), fmt(cons2[v])]
+                                  for v in variants]),
         f"\nConsistency: % of test examples whose predicted class agrees under two random translations in "
-        f"[-{config.consistency_shift}, {config.consistency_shift}] per axis (zero fill).\n\n## Verdicts\n\n",
-        f"- **Pooling helps — {v_helps}.** Pooling clearly above no downsampling (2 standard errors) in "
-        f"{sum(helps.values())}/{len(helps)} cases: "
+        f"[-{config.consistency_shift}, {config.consistency_shift}] per axis (zero fill).\n\n",
+        tables.verdicts_section(CLAIMS, results),
+        "\nPooling clearly above no downsampling (2 standard errors): "
         + ", ".join(f"{k} {'yes' if b else 'no'}" for k, b in helps.items()) + ".\n"]
-  if vs_stride:
-    md.append(f"- Pooling clearly above the stride-2 conv in {sum(vs_stride.values())}/{len(vs_stride)} cases.\n")
-  md.append(f"- **Pooling makes predictions more shift-consistent than no downsampling — {v_cons}** "
-            f"({sum(more_consistent.values())}/{len(more_consistent)} cases).\n\n![accuracy](pooling.png)\n")
-  md = "".join(md)
-  _plot(workdir, config, acc1, n_train)
-  reporting.write_results(workdir, results, md)
-  print(md)
-  return results
+  if "stride" in variants:
+    vs_stride = _pool_beats(results, "stride")
+    vs_stride = {k: b for k, b in vs_stride.items() if not k.endswith("@2d")}  # MNIST-1D sizes only
+    md.append("Pooling clearly above the stride-2 conv in {}/{} cases.\n".format(*verdicts.count_true(vs_stride)))
+  md.append("Pooling makes predictions more shift-consistent than no downsampling (> 2 standard errors) in "
+            "{}/{} cases.\n\n![accuracy](pooling.png)\n".format(*verdicts.count_true(consistent)))
+  return "".join(md)
 
 
-def _plot(workdir, config, acc1, n_train) -> None:
+def _plot(workdir: str, results: dict) -> None:
   fig, ax = reporting.new_figure(figsize=(6, 4))
-  fr = list(config.train_fractions)
-  for v in config.variants:
-    ax.errorbar([n_train[f] for f in fr], [100 * np.mean(acc1[(v, f)]) for f in fr],
-                yerr=[100 * np.std(acc1[(v, f)]) for f in fr], marker="o", capsize=3, label=LABELS[v])
-  ax.set_xscale("log")
-  ax.set_xlabel("training examples (MNIST-1D)")
-  ax.set_ylabel("test accuracy (%)")
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
+  acc1, fr = results["mnist1d_test_accuracy"], list(results["n_train"])
+  # Population std (ddof=0) in these error bars, as this plot has always drawn them; the tables use ddof=1.
+  figures.errorbar_curves(ax, [results["n_train"][f] for f in fr],
+                          {LABELS[v]: [acc1[f"{v}@{f}"] for f in fr] for v in results["image_test_accuracy"]},
+                          scale=100, ddof=0, xlabel="training examples (MNIST-1D)", ylabel="test accuracy (%)")
   reporting.save_figure(fig, workdir, "pooling")
 
 
 def _judge_pooling_helps(results: dict) -> ledger.Finding:
-  held, total = verdicts.count_true(results["pool_beats_none"])
+  held, total = verdicts.count_true(_pool_beats(results, "none"))
   acc = results["mnist1d_test_accuracy"]
   sizes = list(results["n_train"])
   variants = dict.fromkeys(k.split("@")[0] for k in acc)
   rows = ", ".join(f"{v} " + "/".join(f"{100 * np.mean(acc[f'{v}@{s}']):.0f}" for s in sizes) for v in variants)
   return ledger.Finding(f"1-D accuracy % at {'/'.join(str(results['n_train'][s]) for s in sizes)} examples: {rows}; "
                         f"a pool beats no downsampling in {held}/{total} settings (incl. 2-D digits)",
-                        results["verdict_pooling_helps"])
+                        verdicts.from_counts(held, total))
 
 
 def _judge_max_vs_avg(results: dict) -> ledger.Finding:

@@ -2,16 +2,12 @@
 
 Ablation separating the two ingredients of a conv layer: CNN (local + shared) vs locally-connected
 net (LCN: local, not shared; same architecture, `nn.ConvLocal`) vs MLP (neither), trained on 10%,
-30% and 100% of the training set, 3 seeds each.
+30% and 100% of the training set, 3 seeds each (27 trainings). Measures parameter counts and per-seed
+train / test accuracy; the CLAIMS judges turn them into verdicts.
 
 Command:  python run.py --exp=weight_sharing          (mnist5k: 4,000 train / 1,000 test real MNIST digits)
           python run.py --exp=weight_sharing --config.data.name=digits
-Run time: 1.9 min (113 s) beside another experiment in the standard report (2 CPU cores, 2026-11-28); 27 trainings.
-Result (mnist5k, 3 seeds, 300 steps): CNN 9,098 params, LCN 299,498 (33x), MLP 269,322 (30x). Test accuracy
-          at 10% / 30% / 100% of the training set: CNN 88.3±0.4 / 92.5±1.2 / 93.4±1.1, LCN 87.6±0.4 /
-          90.1±0.4 / 91.4±0.2, MLP 86.4±0.9 / 90.4±0.3 / 92.8±0.2. Parameter efficiency "supported"; sharing
-          "partly supported": the CNN beats the LCN by > 2 SE at 30% and 100% but not at 10%; locality alone
-          "partly supported": the LCN beats the MLP by > 2 SE only at 10%.
+Result:   see REPORT.md (ledger) and the run's results.md.
 """
 
 from typing import Callable
@@ -21,7 +17,7 @@ import numpy as np
 
 from cnnlab import data, models
 from cnnlab.ops import analysis
-from cnnlab.report import ledger, rendering as reporting, verdicts
+from cnnlab.report import figures, ledger, rendering as reporting, tables, verdicts
 from cnnlab.training import sweep, train
 from cnnlab.errors import UserError
 
@@ -37,7 +33,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.train.learning_rate = 1e-3
   c.train.log_every = 100
   c.train.checkpoint_every = 300
-  c.features = (8, 16)             # conv channels per stage, shared by CNN and LCN (each stage: conv, ReLU, 2x2 max pool)
+  c.features = (8, 16)             # conv channels per stage of both CNN and LCN (each: conv, ReLU, 2x2 max pool)
   c.kernel_size = 3                # conv / locally-connected window
   c.mlp_hidden = (256, 256)        # MLP hidden widths (same depth as the conv stack)
   c.train_fractions = (0.1, 0.3, 1.0)  # stratified fractions of the training set
@@ -63,15 +59,23 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
           "mlp": models.create("mlp", hidden=tuple(config.mlp_hidden), num_classes=num_classes)}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """One-line errors for impossible settings, before anything is written."""
   if config.seeds < 1 or not config.train_fractions or not config.features or config.kernel_size < 1:
     raise UserError("weight_sharing needs seeds >= 1, at least one train fraction and conv stage, kernel_size >= 1")
+  if not all(0 < f <= 1 for f in config.train_fractions):
+    raise UserError(f"train_fractions must lie in (0, 1], got {tuple(config.train_fractions)}")
+
+
+def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Parameter counts, and per-seed train / test accuracy of every (model, training fraction)."""
   ds = data.load(config.data)
   nets = build_models(config, ds.num_classes)
-  x_shape = (1, *ds.example_shape)
-  params = {name: sum(r["params"] for r in analysis.param_table(m, x_shape)) for name, m in nets.items()}
-  layers = {name: analysis.param_table(m, x_shape) for name, m in nets.items()}
-
+  layers = {name: analysis.param_table(m, (1, *ds.example_shape)) for name, m in nets.items()}
+  params = {name: sum(r["params"] for r in rows) for name, rows in layers.items()}
+  # Conv layers shared vs unshared: same shapes in and out, so the ratio is the price of not sharing.
+  conv_rows = [[c["layer"], c["params"], l["params"], l["params"] / c["params"]]
+               for c, l in zip(layers["cnn"], layers["lcn"]) if c["layer"].startswith("conv")]
   trials = []
   for fraction in config.train_fractions:
     for seed in range(config.seeds):
@@ -82,77 +86,53 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   records = sweep.run_trials(workdir, trials, progress=config.train.progress)
   test = sweep.group(records, ("model", "fraction"), "test_accuracy")
   train_acc = sweep.group(records, ("model", "fraction"), "train_accuracy")
-  n_train = {r["fraction"]: r["n_train"] for r in records}
-
-  # Claim 1: parameter efficiency of the conv layers (same shapes in and out, shared vs unshared).
-  conv_rows = []
-  for i, (c_row, l_row) in enumerate(zip(layers["cnn"], layers["lcn"])):
-    if c_row["layer"].startswith("conv"):
-      conv_rows.append([c_row["layer"], c_row["params"], l_row["params"], l_row["params"] / c_row["params"]])
-  efficient = all(params["cnn"] * config.factor <= params[m] for m in ("lcn", "mlp"))
-  v_params = verdicts.SUPPORTED if efficient else verdicts.REFUTED
-
-  # Claim 2: sharing is what makes CNNs learn well -> CNN clearly beats LCN (same locality) at each size.
-  fr = list(config.train_fractions)
-  cnn_beats_lcn = [verdicts.clearly_greater(test[("cnn", f)], test[("lcn", f)]) for f in fr]
-  cnn_beats_mlp = [verdicts.clearly_greater(test[("cnn", f)], test[("mlp", f)]) for f in fr]
-  lcn_beats_mlp = [verdicts.clearly_greater(test[("lcn", f)], test[("mlp", f)]) for f in fr]
-  v_sharing = verdicts.from_counts(sum(cnn_beats_lcn), len(fr))
-
-  results = {
-      "dataset": ds.name, "params": params, "conv_layers": conv_rows,
-      "test_accuracy": {f"{m}@{f}": v for (m, f), v in test.items()},
-      "train_accuracy": {f"{m}@{f}": v for (m, f), v in train_acc.items()},
-      "n_train": n_train, "cnn_beats_lcn": dict(zip(map(str, fr), cnn_beats_lcn)),
-      "cnn_beats_mlp": dict(zip(map(str, fr), cnn_beats_mlp)), "lcn_beats_mlp": dict(zip(map(str, fr), lcn_beats_mlp)),
-      "verdict_parameter_efficiency": v_params, "verdict_sharing_helps_learning": v_sharing,
-      "records": records,
-  }
-
-  md = [f"# Weight sharing: CNN vs locally-connected net vs MLP on `{ds.name}`\n",
-        f"{config.seeds} seeds per cell, {config.train.steps} Adam steps of batch {config.train.batch_size}; "
-        f"test set: {len(ds.y_test)} examples. Accuracy in %, mean ± std over seeds.\n",
-        "## Parameters\n",
-        reporting.markdown_table(["model", "parameters", "x CNN"],
-                                 [[MODEL_LABELS[m], params[m], f"{params[m] / params['cnn']:.1f}"] for m in nets]),
-        "\nConv layers, shared vs unshared (same input, output and receptive field):\n\n",
-        reporting.markdown_table(["layer", "CNN params", "LCN params", "LCN / CNN"],
-                                 [[a, b, c, f"{d:.0f}x"] for a, b, c, d in conv_rows]),
-        "\n## Test accuracy vs training-set size\n",
-        reporting.markdown_table(
-            ["model"] + [f"{f:.0%} ({n_train[f]} ex.)" for f in fr],
-            [[MODEL_LABELS[m]] + [reporting.fmt_mean_std(test[(m, f)], 100) for f in fr] for m in nets]),
-        "\nTrain accuracy (the generalisation gap is train minus test):\n\n",
-        reporting.markdown_table(
-            ["model"] + [f"{f:.0%}" for f in fr],
-            [[MODEL_LABELS[m]] + [reporting.fmt_mean_std(train_acc[(m, f)], 100) for f in fr] for m in nets]),
-        "\n## Verdicts\n",
-        f"- **Parameter efficiency — {v_params}.** The CNN has {params['cnn']:,} parameters; the LCN "
-        f"{params['lcn'] / params['cnn']:.0f}x and the MLP {params['mlp'] / params['cnn']:.0f}x as many "
-        f"(threshold: {config.factor:.0f}x).\n",
-        f"- **Sharing is what makes the CNN learn well — {v_sharing}.** CNN clearly above LCN (difference of "
-        f"means > 2 standard errors) at {sum(cnn_beats_lcn)}/{len(fr)} training-set sizes; CNN above MLP at "
-        f"{sum(cnn_beats_mlp)}/{len(fr)}; locality alone (LCN above MLP) at {sum(lcn_beats_mlp)}/{len(fr)}.\n",
-        "\n![accuracy vs training-set size](accuracy_vs_size.png)\n"]
-  _plot(workdir, nets, fr, n_train, test, params)
-  reporting.write_results(workdir, results, "".join(md))
-  print("".join(md))
-  return results
+  return {"dataset": ds.name, "n_test": len(ds.y_test), "factor": config.factor, "params": params,
+          "conv_layers": conv_rows, "test_accuracy": {f"{m}@{f}": v for (m, f), v in test.items()},
+          "train_accuracy": {f"{m}@{f}": v for (m, f), v in train_acc.items()},
+          "n_train": {str(r["fraction"]): r["n_train"] for r in records}, "records": records}
 
 
-def _plot(workdir, nets, fractions, n_train, test, params) -> None:
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Measures, writes results.json, results.md and the figure to `workdir`; returns the measurements."""
+  results = measure(config, workdir)
+  _plot(workdir, results)
+  return reporting.publish(workdir, results, render(results, config))
+
+
+def render(results: dict, config: ml_collections.ConfigDict) -> str:
+  """results.md: parameter and accuracy tables, and the verdicts of CLAIMS."""
+  params, fr = results["params"], list(results["n_train"])
+  accuracy = lambda key: lambda m, f: results[key][f"{m}@{f}"]
+  return "".join([
+      f"# Weight sharing: CNN vs locally-connected net vs MLP on `{results['dataset']}`\n",
+      f"{config.seeds} seeds per cell, {config.train.steps} Adam steps of batch {config.train.batch_size}; "
+      f"test set: {results['n_test']} examples. Accuracy in %, mean ± std over seeds.\n",
+      "## Parameters\n",
+      reporting.markdown_table(["model", "parameters", "x CNN"],
+                               [[MODEL_LABELS[m], params[m], f"{params[m] / params['cnn']:.1f}"] for m in MODEL_LABELS]),
+      "\nConv layers, shared vs unshared (same input, output and receptive field):\n\n",
+      reporting.markdown_table(["layer", "CNN params", "LCN params", "LCN / CNN"],
+                               [[a, b, c, f"{d:.0f}x"] for a, b, c, d in results["conv_layers"]]),
+      "\n## Test accuracy vs training-set size\n",
+      tables.mean_std_table(MODEL_LABELS, {f: f"{float(f):.0%} ({results['n_train'][f]} ex.)" for f in fr},
+                            accuracy("test_accuracy"), scale=100),
+      "\nTrain accuracy (the generalisation gap is train minus test):\n\n",
+      tables.mean_std_table(MODEL_LABELS, {f: f"{float(f):.0%}" for f in fr}, accuracy("train_accuracy"),
+                            scale=100),
+      "\n", tables.verdicts_section(CLAIMS, results),
+      "\nCNN above MLP (difference of means > 2 standard errors) at {}/{} training-set sizes.\n".format(
+          *_leads(results, "cnn", "mlp")),
+      "\n![accuracy vs training-set size](accuracy_vs_size.png)\n"])
+
+
+def _plot(workdir: str, results: dict) -> None:
   fig, (ax, bx) = reporting.new_figure(1, 2, figsize=(10, 4))
-  xs = [n_train[f] for f in fractions]
-  for m in nets:
-    means = [100 * np.mean(test[(m, f)]) for f in fractions]
-    stds = [100 * np.std(test[(m, f)], ddof=1) if len(test[(m, f)]) > 1 else 0 for f in fractions]
-    ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{MODEL_LABELS[m]}, {params[m]:,} params")
-  ax.set_xscale("log")
-  ax.set_xlabel("training examples")
-  ax.set_ylabel("test accuracy (%)")
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
-  bx.bar([MODEL_LABELS[m].split()[0] for m in nets], [params[m] for m in nets], color=["C0", "C1", "C2"])
+  params, fr, acc = results["params"], list(results["n_train"]), results["test_accuracy"]
+  figures.errorbar_curves(ax, [results["n_train"][f] for f in fr],
+                          {f"{MODEL_LABELS[m]}, {params[m]:,} params": [acc[f"{m}@{f}"] for f in fr]
+                           for m in MODEL_LABELS}, scale=100, xlabel="training examples", ylabel="test accuracy (%)")
+  bx.bar([MODEL_LABELS[m].split()[0] for m in MODEL_LABELS], [params[m] for m in MODEL_LABELS],
+         color=["C0", "C1", "C2"])
   bx.set_yscale("log")
   bx.set_ylabel("parameters (log)")
   reporting.save_figure(fig, workdir, "accuracy_vs_size")
@@ -160,8 +140,15 @@ def _plot(workdir, nets, fractions, n_train, test, params) -> None:
 
 def _judge_efficiency(results: dict) -> ledger.Finding:
   p = results["params"]
+  efficient = all(p["cnn"] * results["factor"] <= p[m] for m in ("lcn", "mlp"))
   return ledger.Finding(f"CNN {p['cnn']:,} params vs LCN {p['lcn']:,} ({p['lcn'] / p['cnn']:.0f}x) and MLP "
-                        f"{p['mlp']:,} ({p['mlp'] / p['cnn']:.0f}x)", results["verdict_parameter_efficiency"])
+                        f"{p['mlp']:,} ({p['mlp'] / p['cnn']:.0f}x)", verdicts.from_flag(efficient))
+
+
+def _leads(results: dict, a: str, b: str) -> tuple[int, int]:
+  """(training-set sizes where model `a`'s test accuracy is above `b`'s by > 2 standard errors, sizes)."""
+  acc = results["test_accuracy"]
+  return verdicts.count_true([verdicts.clearly_greater(acc[f"{a}@{f}"], acc[f"{b}@{f}"]) for f in results["n_train"]])
 
 
 def _accuracy_figure(results: dict, models_: tuple[str, ...]) -> str:
@@ -172,9 +159,9 @@ def _accuracy_figure(results: dict, models_: tuple[str, ...]) -> str:
   return f"test accuracy % at {sizes} examples: " + ", ".join(cells)
 
 
-def _judge_pairwise(key: str, models_: tuple[str, str]) -> Callable[[dict], ledger.Finding]:
+def _judge_pairwise(models_: tuple[str, str]) -> Callable[[dict], ledger.Finding]:
   def judge(results: dict) -> ledger.Finding:
-    held, total = verdicts.count_true(results[key])
+    held, total = _leads(results, *models_)
     return ledger.Finding(f"{_accuracy_figure(results, models_)}; {models_[0].upper()} ahead by > 2 SE at "
                           f"{held}/{total} sizes", verdicts.from_counts(held, total))
   return judge
@@ -189,9 +176,9 @@ CLAIMS = [
     ledger.Claim("weight_sharing_learns_better", "Weight sharing is what makes CNNs learn images well: with the same "
                  "local receptive fields, a CNN beats a net whose weights are not shared.", "CNN explainers",
                  "test accuracy, CNN vs locally-connected net, 3 seeds at 3 training-set sizes; a size counts when "
-                 "the CNN leads by > 2 standard errors", _judge_pairwise("cnn_beats_lcn", ("cnn", "lcn"))),
+                 "the CNN leads by > 2 standard errors", _judge_pairwise(("cnn", "lcn"))),
     ledger.Claim("local_connectivity", "Local connectivity alone helps: a locally-connected net (local, unshared) "
                  "beats a fully-connected one.", "Goodfellow et al. 2016, ch. 9 (sparse interactions)",
                  "test accuracy, LCN vs MLP, 3 seeds at 3 training-set sizes; a size counts when the LCN leads "
-                 "by > 2 standard errors", _judge_pairwise("lcn_beats_mlp", ("lcn", "mlp"))),
+                 "by > 2 standard errors", _judge_pairwise(("lcn", "mlp"))),
 ]

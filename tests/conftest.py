@@ -35,6 +35,17 @@ def tiny_train_config():
   return c
 
 
+def judgements(obj, path="results"):
+  """Paths in `obj` (nested dicts and lists) whose value is a bool or a ledger verdict string."""
+  from cnnlab.report import ledger  # pylint: disable=g-import-not-at-top
+  if isinstance(obj, dict):
+    return [p for k, v in obj.items() for p in judgements(v, f"{path}[{k!r}]")]
+  if isinstance(obj, (list, tuple)):
+    return [p for i, v in enumerate(obj) for p in judgements(v, f"{path}[{i}]")]
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return [path] if isinstance(obj, (bool, np.bool_)) or (isinstance(obj, str) and obj in ledger.VERDICTS) else []
+
+
 @pytest.fixture
 def run_quick(tmp_path):
   """Runs an experiment's quick config end to end; returns (config, results, results.md text, workdir)."""
@@ -46,13 +57,16 @@ def run_quick(tmp_path):
   def run(name):
     module = experiments.get(name)
     config = module.get_config(quick=True)
-    config.train.progress = False
+    if "train" in config:
+      config.train.progress = False
     workdir = str(tmp_path / name)
     results = runner.run_experiment(module, config, workdir)
     md = open(os.path.join(workdir, "results.md")).read()
     # Everything returned is what results.json holds (string keys, lists: nothing lost in JSON).
     assert json.loads(json.dumps(reporting._jsonable(results))) == reporting.read_json(  # pylint: disable=protected-access
         os.path.join(workdir, "results.json"))
+    # Experiments measure, judges judge: no verdict and no precomputed pass/fail flag in the results.
+    assert not judgements(results), f"{name} results hold verdicts or flags at {judgements(results)[:5]}"
     return config, results, md, workdir
 
   return run

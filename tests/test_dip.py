@@ -1,4 +1,8 @@
-"""Deep Image Prior: skip-net shapes and parameter arithmetic, images and corruptions, the fitting step."""
+"""Deep Image Prior: skip-net shapes and parameter arithmetic, images and corruptions, fitting through `train.fit`."""
+
+import dataclasses
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +13,8 @@ from cnnlab import models
 from cnnlab.data import images
 from cnnlab.metrics import image as image_metrics
 from cnnlab.ops import analysis
-from cnnlab.training import dip
-from cnnlab.errors import UserError
+from cnnlab.training import dip, steps, train
+from cnnlab.errors import Preempted, UserError
 from cnnlab.models.dip import BatchStatNorm, reflect_pad
 
 
@@ -117,48 +121,96 @@ def test_masked_mse_ignores_dropped_pixels():
 TINY = dict(width=16, depth=2, skip_width=4)
 
 
-def test_tiny_denoising_fit_beats_the_noisy_input_and_is_reproducible():
+def dip_fit(workdir, net, noisy, clean, steps, hooks=(), task=None):
+  task = task or dip.task(reg_noise_std=1 / 30)
+  state, summary = train.fit(dip.train_config(steps, 0.01), net, dip.problem(noisy, clean, 0, 8), str(workdir), 0,
+                             task=task, hooks=hooks)
+  return state, summary, dip.curves(str(workdir))
+
+
+def test_tiny_denoising_fit_beats_the_noisy_input_and_is_reproducible(tmp_path):
   clean = images.load("astronaut", 32)
   noisy = images.add_gaussian_noise(clean, 50 / 255, np.random.default_rng(0))
   net = models.create("dip_skip", out_channels=3, **TINY)
-  kw = dict(steps=120, seed=0, learning_rate=0.01, code_channels=8, reg_noise_std=1 / 30, chunk=50)
-  r = dip.fit(net, noisy, clean, **kw)
+  state, summary, curves = dip_fit(tmp_path / "a", net, noisy, clean, 120)
   noisy_psnr = float(image_metrics.psnr(noisy, clean))
-  assert r.curves["psnr"].shape == (120,) and r.num_params == skip_net_params(8, 16, 2, 4, 3)
-  assert r.curves["psnr"].max() > noisy_psnr + 1.0  # the net reaches the clean image before the noise
-  assert r.curves["psnr"][0] < noisy_psnr  # ... starting from a grey image far from both
-  assert 0.0 <= r.best_out.min() and r.best_out.max() <= 1.0  # sigmoid output
-  np.testing.assert_allclose(float(image_metrics.psnr(r.best_out, clean)), r.curves["psnr"].max(), atol=1e-4)
-  again = dip.fit(net, noisy, clean, **kw)  # same seed: same init, code, input-noise draws
-  np.testing.assert_array_equal(again.curves["loss"], r.curves["loss"])
-  # stop_at ends the fit after the first chunk whose loss reached it; the steps it ran are the same steps.
-  threshold = float(r.curves["loss"][60])
-  reached = dip.steps_to_reach(r.curves["loss"], threshold)
-  stopped = dip.fit(net, noisy, clean, **{**kw, "chunk": 10}, stop_at=threshold)
-  assert len(stopped.curves["loss"]) == -(-reached // 10) * 10 < 120
-  np.testing.assert_array_equal(stopped.curves["loss"], r.curves["loss"][:len(stopped.curves["loss"])])
+  assert curves["psnr"].shape == (120,) and summary["params"] == skip_net_params(8, 16, 2, 4, 3)
+  assert curves["psnr"].max() > noisy_psnr + 1.0  # the net reaches the clean image before the noise
+  assert curves["psnr"][0] < noisy_psnr  # ... starting from a grey image far from both
+  best = np.asarray(state.best_out[0])
+  assert 0.0 <= best.min() and best.max() <= 1.0  # sigmoid output
+  np.testing.assert_allclose(float(image_metrics.psnr(best, clean)), curves["psnr"].max(), atol=1e-4)
+  _, _, again = dip_fit(tmp_path / "b", net, noisy, clean, 120)  # same seed: same init, code, input-noise draws
+  np.testing.assert_array_equal(again["loss"], curves["loss"])
+  # A stop hook ends the fit after the first 10 steps whose loss reached it; the steps it ran are the same steps.
+  threshold = float(curves["loss"][60])
+  reached = dip.steps_to_reach(curves["loss"], threshold)
+  _, stopped_summary, stopped = dip_fit(tmp_path / "c", net, noisy, clean, 120, hooks=[dip.stop_at(threshold, 10)])
+  assert len(stopped["loss"]) == stopped_summary["steps"] == -(-reached // 10) * 10 < 120
+  assert stopped_summary["stopped_early"]
+  np.testing.assert_array_equal(stopped["loss"], curves["loss"][:len(stopped["loss"])])
+  # Finished fits (stopped early or not) are restored, not retrained.
+  restored, again_summary, _ = dip_fit(tmp_path / "c", net, noisy, clean, 120, hooks=[dip.stop_at(threshold, 10)])
+  assert again_summary == stopped_summary and int(restored.step) == stopped_summary["steps"]
 
 
-def test_quick_experiment_writes_results_and_computes_its_claims(tmp_path):
+def test_preempted_dip_fit_resumes_exactly(tmp_path):
+  """A DIP fit is a `train.fit` run: a SIGTERM checkpoints it and the resumed fit replays the same input noise."""
+  clean = images.load("astronaut", 32)
+  noisy = images.add_gaussian_noise(clean, 50 / 255, np.random.default_rng(0))
+  net = models.create("dip_skip", out_channels=3, **TINY)
+  full_state, _, full = dip_fit(tmp_path / "full", net, noisy, clean, 30)
+  task = dip.task(reg_noise_std=1 / 30)
+
+  def program_and_signal(*args):
+    step_fn, inputs = task.program(*args)
+
+    def signalling():
+      for n, step_inputs in enumerate(inputs, 1):
+        if n == 12:
+          os.kill(os.getpid(), signal.SIGTERM)
+        yield step_inputs
+
+    return steps.Program(step_fn, signalling())
+
+  with pytest.raises(Preempted):
+    dip_fit(tmp_path / "cut", net, noisy, clean, 30, task=dataclasses.replace(task, program=program_and_signal))
+  state, _, resumed = dip_fit(tmp_path / "cut", net, noisy, clean, 30)
+  for k in dip.CURVES:
+    np.testing.assert_array_equal(resumed[k], full[k])
+  np.testing.assert_array_equal(np.asarray(state.ema), np.asarray(full_state.ema))
+
+
+def test_quick_experiment_writes_results_and_its_judges_give_the_verdicts(run_quick):
   import experiments  # pylint: disable=g-import-not-at-top
-  from cnnlab import runner  # pylint: disable=g-import-not-at-top
-  from cnnlab.report import rendering as reporting  # pylint: disable=g-import-not-at-top
+  from cnnlab.report import rendering as reporting, verdicts  # pylint: disable=g-import-not-at-top
   module = experiments.get("deep_image_prior")
-  config = module.get_config(quick=True)
-  assert (config.width, config.depth, config.code_channels) == (TINY["width"], TINY["depth"], 8)  # shared compile
-  results = runner.run_experiment(module, config, str(tmp_path))
+  assert module.get_config(quick=True).code_channels == 8
+  config, results, md, workdir = run_quick("deep_image_prior")  # also checks: no verdicts or flags in the results
+  assert (config.width, config.depth) == (TINY["width"], TINY["depth"])  # shared compile
   for name in ("config.json", "results.json", "results.md", "metrics.jsonl", "curves.png", "images.png"):
-    assert (tmp_path / name).exists(), name
+    assert os.path.exists(os.path.join(workdir, name)), name
   assert results["num_params"] == skip_net_params(8, 16, 2, 4, 3)
   assert results["paper_config_params"] == skip_net_params(32, 128, 5, 4, 3)
-  assert len(results["denoise"]["runs"]) == config.num_seeds and len(results["claims"]) == 6
+  assert len(results["denoise"]["runs"]) == config.num_seeds
   fit = results["fitting"]
   a, d = fit["image"]["final_mse"][0], fit["uniform noise"]["final_mse"][0]
   assert a < d  # even a few steps fit the photo better than noise
-  claim = results["claims"][0]
+  stored = reporting.read_json(os.path.join(workdir, "results.json"))
+  findings = {c.id: c.assess(stored) for c in module.CLAIMS}
+  assert all(f"— {f.verdict}.** {f.figure}" in md for f in findings.values())
   steps = [fit[k]["steps"][0] for k in module.FIT_TARGETS]
   if steps[0] is None or steps[1] is None or steps[0] >= steps[1]:  # the verdict follows the numbers
-    assert not claim["holds"]
-  md = (tmp_path / "results.md").read_text()
-  assert claim["evidence"] in md
-  assert reporting.read_json(str(tmp_path / "results.json"))["claims"] == results["claims"]
+    assert findings["image_prior_fitting"].verdict == verdicts.REFUTED
+  # The restoration claim, by the rules the ledger states: five comparisons of DIP's mean PSNR (peak when denoising,
+  # after all steps when inpainting) with the noisy input, the nets without a spatial prior and the best blur.
+  mean = lambda task, f: np.mean([f(r) for r in results[task]["runs"]])
+  dip_net, others = "DIP (skip net)", ("free pixels", "per-pixel MLP")
+  peak = lambda n: mean("denoise", lambda r: r["nets"][n]["peak_psnr"])
+  final = lambda task, n: mean(task, lambda r: r["nets"][n]["final_psnr"])
+  rises_then_falls = peak(dip_net) - final("denoise", dip_net) >= 0.5
+  held = [peak(dip_net) > mean("denoise", lambda r: r["input_psnr"]) and rises_then_falls,
+          peak(dip_net) > max(peak(n) for n in others), peak(dip_net) > mean("denoise", lambda r: r["blur_psnr"]),
+          final("inpaint", dip_net) > max(final("inpaint", n) for n in others),
+          final("inpaint", dip_net) > mean("inpaint", lambda r: r["blur_psnr"])]
+  assert findings["deep_image_prior"].verdict == verdicts.from_counts(sum(held), len(held))

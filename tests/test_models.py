@@ -1,4 +1,4 @@
-"""Model contracts: output shapes, parameter counts (stored for every registered model), layer equivalences."""
+"""Model contracts: output shapes, parameter counts (stored for every registered model), plain layer helpers."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cnnlab import models
-from cnnlab.models import layers
+from cnnlab.models import layers, lenet
 from cnnlab.ops import analysis
 from cnnlab.errors import UserError
 
@@ -35,6 +35,15 @@ EXPECTED_PARAMS = {
     "unet": ((32, 32, 1), 14_675 + 9 * 16 * 16 + 9 * 8 * 8),  # decoder convs also see the skip channels
     "localiser": ((32, 32, 1), 160 + 4_640 + 9_248 + (4 * 4 * 32 * 32 + 32) + (32 * 14 + 14)),
     "localiser_mlp": ((32, 32, 1), (1024 * 30 + 30) + (30 * 14 + 14)),
+    # He et al. 2016's CIFAR ResNets and the CIFAR VGGs (literature figures in tests/test_resnet_vgg.py).
+    "resnet20": ((32, 32, 3), 269_722),
+    "resnet32": ((32, 32, 3), 464_154),
+    "resnet44": ((32, 32, 3), 658_586),
+    "resnet56": ((32, 32, 3), 853_018),
+    "resnet110": ((32, 32, 3), 1_727_962),
+    "resnet18_cifar": ((32, 32, 3), 11_173_962),
+    "vgg11_cifar": ((32, 32, 3), 9_231_114),
+    "vgg16_cifar": ((32, 32, 3), 14_728_266),
 }
 
 
@@ -64,6 +73,37 @@ def test_lenet5_is_the_papers_60k_parameters():
   assert acts["S4"] == (5, 5, 16) and acts["C5"] == (1, 1, 120) and acts["F6"] == (84,)
 
 
+class _GroupedC3(nn.Module):
+  """C3 as one grouped conv per fan-in over the gathered input maps: the table read literally (the reference)."""
+
+  @nn.compact
+  def __call__(self, x):
+    outputs = {}
+    for fan_in in sorted({len(t) for t in lenet.C3_TABLE}):
+      maps = [j for j, t in enumerate(lenet.C3_TABLE) if len(t) == fan_in]
+      idx = jnp.array([i for j in maps for i in lenet.C3_TABLE[j]])
+      y = nn.Conv(len(maps), (5, 5), padding="VALID", feature_group_count=len(maps), name=f"fan_in{fan_in}")(
+          x[..., idx])
+      outputs.update({j: y[..., k] for k, j in enumerate(maps)})
+    return jnp.stack([outputs[j] for j in range(len(lenet.C3_TABLE))], axis=-1)
+
+
+def test_lenet5_c3_as_one_masked_dense_conv_equals_the_grouped_convs():
+  """Same parameters (names, shapes, init values), outputs and gradients as the connection table read literally."""
+  x = jax.random.normal(jax.random.key(1), (4, 14, 14, 6))
+  dense, grouped = lenet.SparseConv(), _GroupedC3()
+  p = dense.init(jax.random.key(0), x)
+  ref = grouped.init(jax.random.key(0), x)
+  assert jax.tree.structure(p) == jax.tree.structure(ref)
+  jax.tree.map(np.testing.assert_array_equal, p, ref)
+  np.testing.assert_allclose(dense.apply(p, x), grouped.apply(p, x), atol=1e-5)
+  g = jax.grad(lambda p, x: jnp.sum(dense.apply(p, x) ** 2), argnums=(0, 1))(p, x)
+  g_ref = jax.grad(lambda p, x: jnp.sum(grouped.apply(p, x) ** 2), argnums=(0, 1))(p, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max())), g, g_ref)
+  # A weight outside the table never reaches the output: map 0 sees maps 0-2 only.
+  assert float(jnp.abs(jax.grad(lambda x: dense.apply(p, x)[..., 0].sum())(x)[..., 3:]).max()) == 0.0
+
+
 def test_lcn_has_more_params_than_cnn_with_same_shapes():
   cnn, lcn = models.create("cnn"), models.create("lcn")
   c_rows, l_rows = analysis.activation_table(cnn, (1, 28, 28, 1)), analysis.activation_table(lcn, (1, 28, 28, 1))
@@ -84,51 +124,6 @@ def test_kernel_larger_than_input_is_a_user_error():
     models.create("cnn", kernel_size=9).init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
 
 
-@pytest.mark.parametrize("shape,kw", [
-    ((2, 9, 11, 3), dict(features=4, kernel_size=(3, 3))),
-    ((2, 9, 11, 3), dict(features=4, kernel_size=(3, 2), strides=2, padding="VALID")),
-    ((2, 12, 5), dict(features=3, kernel_size=(5,), strides=2, padding=1)),
-    ((2, 10, 10, 2), dict(features=2, kernel_size=(3, 3), kernel_dilation=2)),
-])
-def test_fast_conv_local_equals_flax(shape, kw):
-  x = jax.random.normal(jax.random.key(1), shape)
-  ref, fast = nn.ConvLocal(**kw), layers.ConvLocal(**kw)
-  params = ref.init(jax.random.key(0), x)
-  assert jax.tree.map(jnp.shape, fast.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, params)
-  np.testing.assert_allclose(fast.apply(params, x), ref.apply(params, x), atol=1e-5)
-  g_ref = jax.grad(lambda p: jnp.sum(ref.apply(p, x) ** 2))(params)
-  g_fast = jax.grad(lambda p: jnp.sum(fast.apply(p, x) ** 2))(params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g_fast, g_ref)
-
-
-@pytest.mark.parametrize("kind,ref", [("max", nn.max_pool), ("avg", nn.avg_pool)])
-@pytest.mark.parametrize("shape", [(2, 9, 7, 3), (2, 8, 8, 1), (3, 11, 2)])
-def test_pooling_equals_flax(kind, ref, shape):
-  x = jax.random.normal(jax.random.key(2), shape)
-  win = (2,) * (len(shape) - 2)
-  np.testing.assert_allclose(layers.pool(x, kind), ref(x, win, win), atol=1e-6)
-  g = jax.grad(lambda x: jnp.sum(layers.pool(x, kind) ** 2))(x)
-  g_ref = jax.grad(lambda x: jnp.sum(ref(x, win, win) ** 2))(x)
-  np.testing.assert_allclose(g, g_ref, atol=1e-6)
-
-
 def test_global_average_pool():
   x = jax.random.normal(jax.random.key(3), (2, 5, 6, 4))
   np.testing.assert_allclose(layers.global_avg_pool(x), np.asarray(x).mean(axis=(1, 2)), atol=1e-6)
-
-
-@pytest.mark.parametrize("shape,kw", [
-    ((2, 9, 11, 1), dict(features=4, kernel_size=(3, 3))),
-    ((2, 9, 11, 3), dict(features=4, kernel_size=(3, 2), strides=2, padding="VALID")),
-    ((2, 12, 1), dict(features=3, kernel_size=(5,), strides=2, padding=1)),
-    ((2, 10, 10, 2), dict(features=2, kernel_size=(3, 3), kernel_dilation=2)),
-    ((2, 10, 10, 8), dict(features=2, kernel_size=(3, 3))),  # above the threshold: plain lax path
-])
-def test_fast_conv_equals_flax(shape, kw):
-  x = jax.random.normal(jax.random.key(1), shape)
-  ref, fast = nn.Conv(**kw), layers.Conv(**kw)
-  params = ref.init(jax.random.key(0), x)
-  np.testing.assert_allclose(fast.apply(params, x), ref.apply(params, x), atol=1e-5)
-  g_ref = jax.grad(lambda p: jnp.sum(ref.apply(p, x) ** 2))(params)
-  g_fast = jax.grad(lambda p: jnp.sum(fast.apply(p, x) ** 2))(params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g_fast, g_ref)

@@ -1,5 +1,6 @@
 """Preemption and damaged checkpoints: nothing is lost, nothing silently wrong."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 from cnnlab import models
 from cnnlab.report import rendering as reporting
-from cnnlab.training import train
+from cnnlab.training import steps, tasks, train
 from cnnlab.errors import Preempted
 from cnnlab.training.metric_writer import read_metrics
 
@@ -38,13 +39,12 @@ def cfg(tiny_train_config):
 
 
 @pytest.mark.parametrize("kill_at,device_data", [(3, True), (9, True), (9, False)])
-def test_sigterm_checkpoints_and_resume_is_exact(digits, cfg, tmp_path, monkeypatch, kill_at, device_data):
+def test_sigterm_checkpoints_and_resume_is_exact(digits, cfg, tmp_path, kill_at, device_data):
   cfg.device_data = device_data
   full, _ = train.fit(cfg, mlp(), digits, str(tmp_path / "full"), seed=0)
-  real = train._step_inputs  # pylint: disable=protected-access
 
-  def inputs_and_maybe_signal(*args):
-    step_fn, inputs = real(*args)
+  def program_and_maybe_signal(*args):
+    step_fn, inputs = tasks.SUPERVISED.program(*args)
 
     def signalling():
       for n, step_inputs in enumerate(inputs, 1):  # fit takes one item per step
@@ -52,13 +52,12 @@ def test_sigterm_checkpoints_and_resume_is_exact(digits, cfg, tmp_path, monkeypa
           os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled by the real handler
         yield step_inputs
 
-    return step_fn, signalling()
+    return steps.Program(step_fn, signalling())
 
-  monkeypatch.setattr(train, "_step_inputs", inputs_and_maybe_signal)
+  signalling_task = dataclasses.replace(tasks.SUPERVISED, program=program_and_maybe_signal)
   with pytest.raises(Preempted) as e:
-    train.fit(cfg, mlp(), digits, str(tmp_path / "cut"), seed=0)
+    train.fit(cfg, mlp(), digits, str(tmp_path / "cut"), seed=0, task=signalling_task)
   assert e.value.step == kill_at and e.value.signum == signal.SIGTERM
-  monkeypatch.setattr(train, "_step_inputs", real)
   resumed, _ = train.fit(cfg, mlp(), digits, str(tmp_path / "cut"), seed=0)
   same_params(resumed, full)
   assert read_metrics(str(tmp_path / "cut")) == read_metrics(str(tmp_path / "full"))

@@ -1,4 +1,4 @@
-"""The claims ledger and `--exp=report`: every claim gets a verdict computed from results, never a literal."""
+"""The claims ledger and `run.py --report`: every claim gets a verdict computed from results, never a literal."""
 
 import ast
 import inspect
@@ -8,8 +8,7 @@ import os
 import pytest
 
 import experiments
-from cnnlab.report import ledger, rendering as reporting
-from experiments import report
+from cnnlab.report import build, ledger, render, rendering as reporting
 
 # The claims the ledger must cover (issue #8), by id.
 REQUIRED = ("dense_vs_conv_weights", "weight_sharing_efficiency", "ten_billion_weights", "alexnet_60m_weights",
@@ -33,7 +32,7 @@ def test_ledger_covers_the_required_claims_with_unique_ids():
 
 
 def test_no_verdict_is_a_literal():
-  """No judge passes a string constant as the verdict of a Finding: verdicts come from `cnnlab.report.verdicts` or results."""
+  """No judge passes a string constant as a Finding's verdict: verdicts come from `verdicts` rules or results."""
   for name in experiments.names():
     tree = ast.parse(inspect.getsource(experiments.get(name)))
     for node in ast.walk(tree):
@@ -49,14 +48,13 @@ def test_a_judge_without_results_says_not_measured():
 
 
 def _quick_report(tmp_path, names, **overrides):
-  config = report.get_config(quick=True)
+  config = build.get_config(quick=True)
   config.experiments = names
+  config.workers = 1  # in this process: fast, and what the test measures is the bookkeeping
   for k, v in overrides.items():
     config[k] = v
   workdir = str(tmp_path / "report")
-  os.makedirs(workdir, exist_ok=True)
-  from cnnlab import runner  # pylint: disable=g-import-not-at-top
-  return runner.run_experiment(report, config, workdir), workdir
+  return build.run_report(config, workdir), workdir
 
 
 def test_quick_report_on_fast_experiments_reuses_and_refreshes_stale_runs(tmp_path):
@@ -71,6 +69,7 @@ def test_quick_report_on_fast_experiments_reuses_and_refreshes_stale_runs(tmp_pa
   assert by_id["ten_billion_weights"]["verdict"] == "refuted"  # 1,966,080,000 < 1e10, computed by the rule
   md = open(os.path.join(workdir, "REPORT.md")).read()
   assert "## The claims ledger" in md and "## Environment" in md and "`python run.py --exp=param_count`" in md
+  assert "## Provenance" in md and out["experiments"]["param_count"]["provenance"]["code"] in md
   assert all(r["text"] in md for r in rows)
   # Run again: nothing is re-run. Then make one experiment's config stale: only that one runs again.
   again, _ = _quick_report(tmp_path, names)
@@ -83,23 +82,51 @@ def test_quick_report_on_fast_experiments_reuses_and_refreshes_stale_runs(tmp_pa
   assert third["experiments"]["conv_arithmetic"]["status"] == "ran"
   assert third["experiments"]["param_count"]["status"] == "reused"
   assert any(d.startswith("conv_arithmetic.stale-") for d in os.listdir(workdir))
+  assert not os.path.exists(os.path.join(workdir, "report"))  # the report is not an experiment
 
 
-def test_report_refreshes_the_readme_block(tmp_path):
+def test_report_says_which_part_of_the_provenance_changed(tmp_path, monkeypatch, capsys):
+  from cnnlab import provenance  # pylint: disable=g-import-not-at-top
+  _quick_report(tmp_path, "param_count")
+  real = provenance.versions
+  monkeypatch.setattr(provenance, "versions", lambda: {**real(), "jax": "0.0.1"})
+  out, workdir = _quick_report(tmp_path, "param_count")
+  assert out["experiments"]["param_count"]["status"] == "ran"
+  assert "versions (jax " in capsys.readouterr().out
+  assert any(d.startswith("param_count.stale-") for d in os.listdir(workdir))
+
+
+def test_run_order_is_slowest_first_by_recorded_time_unknown_first():
+  assert build.run_order(["a", "b", "c", "d"], {"a": 5.0, "b": None, "c": 50.0}) == ["b", "d", "c", "a"]
+
+
+def test_report_refreshes_the_readme_blocks(tmp_path):
   readme = tmp_path / "README.md"
-  readme.write_text(f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\noutro\n")
+  readme.write_text(f"intro\n{render.README_BEGIN}\nold\n{render.README_END}\nmiddle\n"
+                    f"{render.EXPERIMENTS_BEGIN}\nold table\n{render.EXPERIMENTS_END}\noutro\n")
   _quick_report(tmp_path, "param_count", readme=str(readme))
   text = readme.read_text()
-  assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+  assert text.startswith("intro\n") and text.endswith("outro\n") and "middle" in text and "old" not in text
   assert "| claim | source | experiment | measured | verdict |" in text and "do not edit by hand" in text
+  assert "| experiment | claim tested | command | last run time | finished |" in text
+  assert "`python run.py --exp=param_count --quick`" in text and experiments.claim("param_count") in text
+
+
+def test_a_readme_without_the_markers_is_refused_before_anything_runs(tmp_path):
+  from cnnlab.errors import UserError  # pylint: disable=g-import-not-at-top
+  readme = tmp_path / "README.md"
+  readme.write_text("no markers\n")
+  with pytest.raises(UserError, match="block to fill"):
+    _quick_report(tmp_path, "param_count", readme=str(readme))
+  assert not (tmp_path / "report").exists()
 
 
 def test_unknown_experiment_is_a_clear_error():
   from cnnlab.errors import UserError  # pylint: disable=g-import-not-at-top
-  config = report.get_config()
+  config = build.get_config()
   config.experiments = "param_count,no_such"
   with pytest.raises(UserError, match="no_such"):
-    report.selected(config)
+    build.selected(config)
 
 
 @pytest.mark.slow  # every experiment's quick config: several minutes on 2 cores
@@ -113,13 +140,12 @@ def test_full_quick_report_gives_every_claim_a_computed_verdict(tmp_path):
   assert saved["counts"][ledger.NOT_MEASURED] == 0
 
 
-def test_source_digest_ignores_docstrings_and_comments_but_not_code(tmp_path):
-  import types  # pylint: disable=g-import-not-at-top
-  from cnnlab import runner  # pylint: disable=g-import-not-at-top
-  def digest(text):
-    path = tmp_path / "m.py"
+def test_code_hash_ignores_docstrings_and_comments_but_not_code(tmp_path):
+  from cnnlab import provenance  # pylint: disable=g-import-not-at-top
+  def digest(text, name):
+    path = tmp_path / name
     path.write_text(text)
-    return runner.source_digest(types.SimpleNamespace(__file__=str(path)))
-  base = digest('"""Doc."""\n\ndef f():\n  """Doc."""\n  return 1\n')
-  assert digest('"""Other doc."""\n# a comment\ndef f():\n  """New."""\n  return 1\n') == base
-  assert digest('"""Doc."""\n\ndef f():\n  """Doc."""\n  return 2\n') != base
+    return provenance.code_hash(str(path))
+  base = digest('"""Doc."""\n\ndef f():\n  """Doc."""\n  return 1\n', "a.py")
+  assert digest('"""Other doc."""\n# a comment\ndef f():\n  """New."""\n  return 1\n', "b.py") == base
+  assert digest('"""Doc."""\n\ndef f():\n  """Doc."""\n  return 2\n', "c.py") != base

@@ -1,12 +1,11 @@
-"""Training: golden first-step loss, determinism, exact resume, divergence handling."""
+"""Training: golden first-step loss, determinism, exact resume, divergence handling, hooks, sweeps."""
 
 import jax
 import numpy as np
-import optax
 import pytest
 
 from cnnlab import models
-from cnnlab.training import checkpoint, train
+from cnnlab.training import checkpoint, hooks, sweep, train
 from cnnlab.errors import TrainingDiverged
 from cnnlab.training.metric_writer import read_metrics
 
@@ -100,8 +99,47 @@ def test_batch_not_divisible_by_devices_is_a_user_error(digits, tiny_train_confi
     train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
 
 
-def test_global_norm_is_optax_tree_norm():
-  rng = np.random.default_rng(0)
-  tree = {"big": rng.standard_normal((300, 300), np.float32), "small": rng.standard_normal(7).astype(np.float32),
-          "scalar": np.float32(3.0)}
-  np.testing.assert_allclose(float(train.global_norm(tree)), float(optax.tree.norm(tree)), rtol=1e-6)
+def test_hooks_get_each_steps_metrics_and_can_stop_the_run(digits, tiny_train_config, tmp_path):
+  seen = []
+
+  def record(step, state, metrics):
+    seen.append((step, int(state.step), [m["loss"] for m in metrics]))
+    return step == 6
+
+  state, summary = train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0, hooks=[hooks.Hook(3, record)])
+  assert [(s, n, len(v)) for s, n, v in seen] == [(3, 3, 3), (6, 6, 3)]
+  assert summary["steps"] == int(state.step) == 6 and summary["stopped_early"]
+  per_step = [v for _, _, values in seen for v in values]
+  logged = {r["step"]: r["train_loss"] for r in read_metrics(str(tmp_path)) if "train_loss" in r}
+  assert logged == {t: float(np.mean(per_step[t - 2:t])) for t in (2, 4, 6)}  # log_every 2: the same step values
+  restored, again = train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0, hooks=[hooks.Hook(3, record)])
+  assert again == summary and len(seen) == 2 and int(restored.step) == 6  # finished: restored, hooks not called
+
+
+def test_run_trials_merges_after_fit_and_restores_finished_trials(digits, tiny_train_config, tmp_path):
+  calls = []
+
+  def head_norm(state, ds):
+    calls.append(int(state.step))
+    return {"head_norm": float(np.linalg.norm(params_of(state)["head"]["kernel"])), "n_train": len(ds.x_train)}
+
+  trial = sweep.Trial("t", mlp(), digits, 0, tiny_train_config, {"model": "mlp"}, after_fit=head_norm)
+  first = sweep.run_trials(str(tmp_path), [trial], progress=False)
+  lines = read_metrics(str(tmp_path / "trials" / "t"))
+  again = sweep.run_trials(str(tmp_path), [trial], progress=False)
+  assert first == again and calls == [8, 8] and read_metrics(str(tmp_path / "trials" / "t")) == lines
+  assert list(first[0])[:3] == ["model", "seed", "steps"] and first[0]["n_train"] == len(digits.x_train)
+
+
+def test_a_run_trained_with_another_config_is_refused_not_reused(digits, tiny_train_config, tmp_path):
+  """Another learning rate's checkpoints never pass for this one's (a resume or a finished run alike)."""
+  from cnnlab.errors import UserError  # pylint: disable=g-import-not-at-top
+  train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
+  other = tiny_train_config.copy_and_resolve_references()
+  other.learning_rate = 0.01
+  with pytest.raises(UserError, match="another config .train fields learning_rate"):
+    train.fit(other, mlp(), digits, str(tmp_path), seed=0)
+  longer = tiny_train_config.copy_and_resolve_references()
+  longer.steps, longer.progress = 2 * tiny_train_config.steps, True  # continuing for longer is allowed
+  state, _ = train.fit(longer, mlp(), digits, str(tmp_path), seed=0)
+  assert int(state.step) == longer.steps

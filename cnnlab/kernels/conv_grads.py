@@ -1,23 +1,18 @@
 """Unpadded stride-1 convolution with its backward pass written as matmuls, where that is faster on XLA:CPU.
 
 XLA:CPU computes the forward pass of a channels-last conv well, but the convs that autodiff makes of an
-unpadded ("VALID") conv's backward pass ran at 10-25 GFLOP/s here: the kernel gradient (a conv with the
-batch as the contracted feature) always, the input gradient (a "full" conv of the output gradient with the
-flipped kernel, padded by k - 1) when it has few channels or the output is one pixel. `conv` keeps XLA's
-forward conv and computes
+unpadded ("VALID") conv's backward pass ran slowly: the kernel gradient (a conv with the batch as the
+contracted feature) always, the input gradient (a "full" conv of the output gradient with the flipped kernel,
+padded by k - 1) when it has few channels or the output is one pixel. `conv` keeps XLA's forward conv and
+computes
 - the kernel gradient as one (C, M) x (M, O) matmul per kernel tap, M = batch x output pixels, over the
   input's shifted slice at that tap;
 - the input gradient, where `col2im_input_grad` says so, as one (M, O) x (O, taps x C) matmul of the output
   gradient with every tap's kernel, the taps' shifted products then added one spatial dim at a time; else
   as autodiff's conv.
-The same sums as autodiff's in another order: equal up to float rounding (`tests/test_fast_conv.py`).
-Measured forward + backward of single layers (ms, 2 CPU cores; autodiff -> here), batch 128 unless noted:
-  12x12x6 -> 16, 5x5 (LeNet-like conv2):  input grad 3.9 -> 1.9, kernel grad 3.6 -> 1.3
-  12x12x16 -> 16, 3x3:                    input grad 1.1 (kept), kernel grad 7.2 -> 3.4
-  5x5x16 -> 120, 5x5 (LeNet-5 C5):        input grad 3.9 -> 0.5, kernel grad 0.4 -> 0.4
-  24x24x6 -> 16, 5x5:                     input grad 12.5 (kept; col2im 50), kernel grad 21.7 -> 12.7
-Padded ("SAME") convs keep autodiff: there the matmul forms lost as often as they won (e.g. 14x14x8 -> 16,
-3x3, batch 64: kernel grad 1.4 -> 3.7), and col2im was up to 20x slower on larger maps.
+The same sums as autodiff's in another order: equal up to float rounding (`tests/test_kernels_conv.py`).
+Padded ("SAME") convs keep autodiff: there the matmul forms lost as often as they won, and col2im was much
+slower on larger maps.
 """
 
 import functools
@@ -25,8 +20,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from cnnlab.ops import conv_ops
 
-_SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 COL2IM_MAX_ELEMENTS = 1 << 21  # the (taps, M, C) products col2im adds up; beyond this (8 MB) it ran slower
 
 
@@ -39,7 +34,7 @@ def col2im_input_grad(x_shape, w_shape) -> bool:
 
 
 def _forward(x, w, precision):
-  dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, _SPECS[x.ndim - 2])
+  dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, conv_ops.dimension_numbers(x.ndim - 2))
   return jax.lax.conv_general_dilated(x, w, (1,) * (x.ndim - 2), "VALID", dimension_numbers=dn, precision=precision)
 
 
@@ -67,7 +62,8 @@ def _conv_bwd(precision, res, g):
   z = z.reshape(*kernel, *z.shape[1:])
   for i in reversed(range(d)):  # without kernel axis i, spatial dim i sits after i kernel axes, N, i spatial dims
     size = x.shape[1 + i]
-    z = sum(jnp.pad(z[(slice(None),) * i + (k,)], [(0, 0)] * (2 * i + 1) + [(k, size - out[i] - k)] + [(0, 0)] * (d - i))
+    z = sum(jnp.pad(z[(slice(None),) * i + (k,)],
+                    [(0, 0)] * (2 * i + 1) + [(k, size - out[i] - k)] + [(0, 0)] * (d - i))
             for k in range(kernel[i]))
   return z.astype(x.dtype), dw.astype(w.dtype)
 

@@ -9,7 +9,9 @@ Adding a model is one new file here:
       @nn.compact
       def __call__(self, x, train: bool = False): ...
 
-Models take `x` as (batch, *spatial, channels) and `train` as a keyword.
+Models take `x` as (batch, *spatial, channels) and `train` as a keyword. They are plain flax; an op with a
+faster CPU kernel is a field whose default is the plain op (`conv: layers.ModuleDef = nn.Conv`,
+`pool_fn: Callable = layers.pool`, ...), handed down to submodules, so `cnnlab.kernels.specialise` can swap it.
 """
 
 from typing import Any

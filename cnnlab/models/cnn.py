@@ -6,7 +6,7 @@ Works for 1-D (B, L, C) and 2-D (B, H, W, C) inputs.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 
@@ -27,7 +27,8 @@ class CNN(nn.Module):
   hidden: Sequence[int] = ()  # dense widths between the conv stack and the classifier
   num_classes: int = 10
   act: str = "relu"
-  conv: Any = layers.Conv   # nn.Conv (shared weights; layers.Conv is it with a CPU fast path) or ConvLocal (unshared)
+  conv: layers.ModuleDef = nn.Conv  # nn.Conv (shared weights) or nn.ConvLocal (unshared)
+  pool_fn: Callable = layers.pool   # (x, kind) -> pooled x
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -40,11 +41,11 @@ class CNN(nn.Module):
       x = self.conv(width, (self.kernel_size,) * d, strides=(self.strides,) * d, padding=self.padding,
                     name=f"conv{i}")(x)
       x = layers.activation(self.act)(x)
-      x = layers.pool(x, self.pool)
+      x = self.pool_fn(x, self.pool)
     x = layers.head_features(x, self.head)
     for i, width in enumerate(self.hidden):
       x = layers.activation(self.act)(nn.Dense(width, name=f"dense{i}")(x))
     return nn.Dense(self.num_classes, name="head")(x)
 
 
-LCN = register("lcn", functools.partial(CNN, conv=layers.ConvLocal))
+LCN = register("lcn", functools.partial(CNN, conv=nn.ConvLocal))

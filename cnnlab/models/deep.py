@@ -8,12 +8,7 @@ with norm = BatchNorm (momentum 0.9) or identity. The blocks are one `nn.scan` n
 parameter has a leading axis of size `depth`, so per-block gradient norms are norms along that axis.
 """
 
-import functools
-
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
 
 from cnnlab.models import layers
 from cnnlab.errors import UserError
@@ -29,14 +24,14 @@ class _Block(nn.Module):
   norm: str
   residual: bool
   train: bool
+  conv: layers.ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, h, _):
     if self.kind == "dense":
       y = nn.Dense(self.width, name="layer")(h)
     else:
-      y = nn.Conv(self.width, (3,) * layers.spatial_dims(h), padding="SAME", conv_general_dilated=_sliced_conv,
-                  name="layer")(h)
+      y = self.conv(self.width, (3,) * layers.spatial_dims(h), padding="SAME", name="layer")(h)
     if self.norm == "batch":
       y = nn.BatchNorm(use_running_average=not self.train, momentum=0.9, name="bn")(y)
     elif self.norm != "none":
@@ -45,36 +40,13 @@ class _Block(nn.Module):
     return (h + y if self.residual else y), None
 
 
-def _sliced_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
-                 feature_group_count=1, batch_group_count=1, precision=None, preferred_element_type=None):
-  """Stride-1 channels-last convolution as shifted slices + one matmul (same result as lax's).
-
-  Inside `nn.scan` XLA:CPU's convolution (and its gradient) ran ~50x slower than this here
-  (a 32-block 8x8x16 CNN: ~2 s per training step).
-  """
-  del window_strides, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, batch_group_count
-  del preferred_element_type
-  k = rhs.shape[:-2]
-  pads = jax.lax.padtype_to_pads(lhs.shape[1:-1], k, (1,) * len(k), padding) if isinstance(padding, str) else padding
-  return _patches_matmul(jnp.pad(lhs, [(0, 0), *pads, (0, 0)]), rhs, tuple(lhs.shape[1:-1]), precision)
-
-
-@functools.partial(jax.checkpoint, static_argnums=(2, 3))
-def _patches_matmul(x, rhs, out, precision):
-  # Rematerialised: the backward pass rebuilds the patches from `x` instead of nn.scan stacking every block's
-  # 9x larger patch tensor (zero-filling and writing that stack was ~half of a 32-block CNN's train step).
-  k = rhs.shape[:-2]
-  patches = jnp.concatenate([x[(slice(None), *(slice(o, o + n) for o, n in zip(off, out)))]
-                             for off in np.ndindex(*k)], axis=-1)  # features ordered (*window, channel) as HWIO
-  return jnp.einsum("n...k,ko->n...o", patches, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
-
-
-def _blocks(kind: str, width: int, norm: str, residual: bool, train: bool, depth: int) -> nn.Module:
+def _blocks(kind: str, width: int, norm: str, residual: bool, train: bool, depth: int,
+            conv: layers.ModuleDef = nn.Conv) -> nn.Module:
   # nn.scan stacks the blocks' parameters on a leading axis of size `depth`: one compiled block body,
   # so compile time does not grow with depth (an unrolled 32-block CNN took minutes to compile here).
   scanned = nn.scan(_Block, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
                     length=depth)
-  return scanned(kind, width, norm, residual, train, name="blocks")
+  return scanned(kind, width, norm, residual, train, conv, name="blocks")
 
 
 @register("deep_mlp")
@@ -101,10 +73,12 @@ class DeepCNN(nn.Module):
   norm: str = "none"
   residual: bool = False
   num_classes: int = 10
+  conv: layers.ModuleDef = nn.Conv        # the stem's conv
+  block_conv: layers.ModuleDef = nn.Conv  # the blocks' conv, run inside nn.scan
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     d = layers.spatial_dims(x)
-    h = nn.relu(layers.Conv(self.width, (3,) * d, padding="SAME", name="stem")(x))
-    h, _ = _blocks("conv", self.width, self.norm, self.residual, train, self.depth)(h, None)
+    h = nn.relu(self.conv(self.width, (3,) * d, padding="SAME", name="stem")(x))
+    h, _ = _blocks("conv", self.width, self.norm, self.residual, train, self.depth, self.block_conv)(h, None)
     return nn.Dense(self.num_classes, name="head")(layers.global_avg_pool(h))

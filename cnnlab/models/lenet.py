@@ -8,7 +8,9 @@ distances to the RBF centres, so softmax cross-entropy trains it. 28x28 inputs a
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cnnlab.models import register
 
@@ -37,21 +39,43 @@ class Subsample(nn.Module):
     return nn.avg_pool(x, (2, 2), (2, 2)) * 4.0 * coef + bias
 
 
+class _GroupParams(nn.Module):
+  """The kernel and bias of the C3 maps with one fan-in, laid out (and initialised) as a grouped `nn.Conv`'s."""
+  fan_in: int
+  maps: int
+  kernel_size: int
+
+  @nn.compact
+  def __call__(self):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (self.kernel_size, self.kernel_size, self.fan_in, self.maps))
+    return kernel, self.param("bias", nn.initializers.zeros, (self.maps,))
+
+
 class SparseConv(nn.Module):
-  """C3: each output map sees only the input maps `table` lists; maps of equal fan-in share one grouped conv."""
+  """C3: output map j sums 5x5 convolutions of only the S2 maps that `table[j]` lists (Table I).
+
+  That is one dense conv whose kernel is zero outside the table: the table's weights (grouped by fan-in, as
+  grouped convs would hold them) are scattered into a dense (5, 5, 6, 16) kernel at every step. A grouped conv
+  per fan-in computes the same sums, but XLA:CPU runs grouped convs' kernel gradients very slowly.
+  """
   table: tuple = C3_TABLE
   kernel_size: int = 5
 
   @nn.compact
   def __call__(self, x):
-    outputs = {}
+    k = self.kernel_size
+    kernel = jnp.zeros((k, k, x.shape[-1], len(self.table)), x.dtype)
+    bias = jnp.zeros((len(self.table),), x.dtype)
     for fan_in in sorted({len(t) for t in self.table}):
       maps = [j for j, t in enumerate(self.table) if len(t) == fan_in]
-      idx = jnp.array([i for j in maps for i in self.table[j]])
-      y = nn.Conv(len(maps), (self.kernel_size,) * 2, padding="VALID", feature_group_count=len(maps),
-                  name=f"fan_in{fan_in}")(x[..., idx])
-      outputs.update({j: y[..., k] for k, j in enumerate(maps)})
-    return jnp.stack([outputs[j] for j in range(len(self.table))], axis=-1)
+      w, b = _GroupParams(fan_in, len(maps), k, name=f"fan_in{fan_in}")()
+      rows = np.array([self.table[j] for j in maps]).T         # (fan_in, maps): input map of each weight slice
+      cols = np.broadcast_to(np.array(maps), rows.shape)        # (fan_in, maps): its output map
+      kernel = kernel.at[:, :, rows, cols].set(w)
+      bias = bias.at[np.array(maps)].set(b)
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias
 
 
 @register("lenet5")

@@ -6,7 +6,7 @@ every output is a valid box inside the image. Trained with `train.loss = "class_
 """
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -36,6 +36,8 @@ class Localiser(nn.Module):
   conv_features: Sequence[int] = (16, 32, 32)  # channels per conv stage; () gives an MLP
   hidden: Sequence[int] = (32,)                # dense widths after the flatten
   num_classes: int = 10
+  conv: layers.ModuleDef = nn.Conv
+  pool_fn: Callable = layers.pool  # (x, kind) -> pooled x
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, train: bool = False) -> jax.Array:
@@ -43,7 +45,7 @@ class Localiser(nn.Module):
     size_hw = tuple(x_BHWC.shape[1:3])
     x = x_BHWC
     for i, width in enumerate(self.conv_features):
-      x = layers.pool(nn.relu(layers.Conv(width, (3, 3), padding="SAME", name=f"conv{i}")(x)), "max")
+      x = self.pool_fn(nn.relu(self.conv(width, (3, 3), padding="SAME", name=f"conv{i}")(x)), "max")
     x = layers.flatten(x)
     for i, width in enumerate(self.hidden):
       x = nn.relu(nn.Dense(width, name=f"dense{i}")(x))

@@ -41,12 +41,13 @@ class PaperCNN(nn.Module):
   """Conv1d(1,25,k5,s2,p1) -> Conv1d(25,25,k3,s2,p1) x2 -> Linear(125,10), ReLU after each conv."""
   channels: int = 25
   num_classes: int = 10
+  conv: layers.ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
     for i, k in enumerate((5, 3, 3)):
-      x = nn.relu(layers.Conv(self.channels, (k,), strides=(2,), padding=[(1, 1)], name=f"conv{i}")(x))
+      x = nn.relu(self.conv(self.channels, (k,), strides=(2,), padding=[(1, 1)], name=f"conv{i}")(x))
     return nn.Dense(self.num_classes, name="head")(layers.flatten(x))
 
 

@@ -9,7 +9,7 @@ With the default 3x3 kernels both upsamplers have the same parameters, so the va
 """
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -34,19 +34,21 @@ class Upsample(nn.Module):
   features: int
   method: str = "transposed"  # one of UPSAMPLES
   kernel_size: int = 3        # transposed-conv kernel (3 with stride 2: uneven overlap, Odena et al.'s artefact case)
+  conv: layers.ModuleDef = nn.Conv
+  conv_transpose: layers.ModuleDef = nn.ConvTranspose
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
     if self.method == "transposed":
       p, a = upsampling_transpose_geometry(self.kernel_size, 2)
       pads = conv_arithmetic.conv_transpose_padding(self.kernel_size, p, a)
-      return layers.ConvTranspose(self.features, (self.kernel_size,) * 2, strides=(2, 2), padding=(pads, pads),
-                              name="conv_transpose")(x_BHWC)
+      return self.conv_transpose(self.features, (self.kernel_size,) * 2, strides=(2, 2), padding=(pads, pads),
+                                 name="conv_transpose")(x_BHWC)
     if self.method not in UPSAMPLES:
       raise UserError(f"unknown upsampling {self.method!r}; use one of {UPSAMPLES}")
     b, h, w, c = x_BHWC.shape
     x = jax.image.resize(x_BHWC, (b, 2 * h, 2 * w, c), method=self.method)
-    return layers.Conv(self.features, (3, 3), padding="SAME", name="conv")(x)
+    return self.conv(self.features, (3, 3), padding="SAME", name="conv")(x)
 
 
 @register("segnet")
@@ -57,6 +59,9 @@ class SegNet(nn.Module):
   up_kernel: int = 3                      # kernel of the transposed conv
   skips: bool = False                     # U-Net: concatenate the encoder map of the same resolution
   num_classes: int = 11                   # background + 10 digits
+  conv: layers.ModuleDef = nn.Conv
+  conv_transpose: layers.ModuleDef = nn.ConvTranspose
+  pool_fn: Callable = layers.pool         # (x, kind) -> pooled x
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, train: bool = False) -> jax.Array:
@@ -68,15 +73,15 @@ class SegNet(nn.Module):
     x, skips = x_BHWC, []
     for i, width in enumerate(self.features):
       if i:
-        x = layers.pool(x, "max")
-      x = nn.relu(layers.Conv(width, (3, 3), padding="SAME", name=f"enc{i}")(x))
+        x = self.pool_fn(x, "max")
+      x = nn.relu(self.conv(width, (3, 3), padding="SAME", name=f"enc{i}")(x))
       skips.append(x)
     for i in reversed(range(len(self.features) - 1)):
-      x = Upsample(self.features[i], self.upsample, self.up_kernel, name=f"up{i}")(x)
+      x = Upsample(self.features[i], self.upsample, self.up_kernel, self.conv, self.conv_transpose, name=f"up{i}")(x)
       if self.skips:
         x = jax.numpy.concatenate([x, skips[i]], axis=-1)
-      x = nn.relu(layers.Conv(self.features[i], (3, 3), padding="SAME", name=f"dec{i}")(x))
-    return layers.Conv(self.num_classes, (1, 1), name="classifier")(x)
+      x = nn.relu(self.conv(self.features[i], (3, 3), padding="SAME", name=f"dec{i}")(x))
+    return self.conv(self.num_classes, (1, 1), name="classifier")(x)
 
 
 register("segnet_resize", functools.partial(SegNet, upsample="bilinear"))

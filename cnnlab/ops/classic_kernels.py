@@ -106,9 +106,3 @@ def find_peaks(response: jax.Array, min_distance: int = 1, threshold_rel: float 
     b = min_distance
     mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = False, False, False, False
   return np.argwhere(mask)
-
-
-def psnr(reference: np.ndarray, image: np.ndarray, data_range: float = 1.0) -> float:
-  """Peak signal-to-noise ratio in dB: 10 log10(data_range^2 / MSE)."""
-  mse = float(np.mean((np.asarray(reference, np.float64) - np.asarray(image, np.float64)) ** 2))
-  return float("inf") if mse == 0 else 10.0 * np.log10(data_range ** 2 / mse)

@@ -5,7 +5,7 @@ An experiment declares the claims it tests as a module-level list (`from cnnlab 
     CLAIMS = [ledger.Claim(id="...", text="...", source="...", metric="...", judge=_judge_fn)]
 
 where `judge(results)` reads the experiment's results.json (as a dict) and returns a `Finding`: the measured
-figure in words and a verdict computed from those numbers by `cnnlab.report.verdicts`. `python run.py --exp=report`
+figure in words and a verdict computed from those numbers by `cnnlab.report.verdicts`. `python run.py --report`
 gathers every experiment's CLAIMS into the ledger table of REPORT.md.
 """
 

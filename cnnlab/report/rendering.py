@@ -48,8 +48,13 @@ def _jsonable(x: Any) -> Any:
 
 
 def _chief() -> bool:
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.process_index() == 0
+  from cnnlab.training import parallel  # pylint: disable=g-import-not-at-top  # keeps JAX out of this import
+  return parallel.is_chief()
+
+
+def stored_form(obj: Any) -> Any:
+  """`obj` as results.json stores it and a judge reads it back: string keys, lists, Python numbers."""
+  return json.loads(json.dumps(_jsonable(obj)))
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -75,6 +80,13 @@ def write_results(workdir: str, results: dict, markdown: str) -> None:
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(markdown)
   write_json(os.path.join(workdir, "results.json"), results)
+
+
+def publish(workdir: str, results: dict, markdown: str) -> dict:
+  """`write_results`, the Markdown printed too (the console shows what results.md holds); returns `results`."""
+  write_results(workdir, results, markdown)
+  print(markdown)
+  return results
 
 
 def save_figure(fig: Any, workdir: str, name: str) -> str:

@@ -39,19 +39,30 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
   def restore_latest(self, state: Any) -> Any:
     """The newest intact saved state with `state`'s structure and shardings, or `state` if there is none."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     for step in sorted(self.manager.all_steps(), reverse=True):
-      try:
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        if not np.allclose(fingerprint(out.state), out.meta["fingerprint"], rtol=1e-5, atol=1e-6):
-          raise ValueError("contents do not match the fingerprint saved with them")
-        return out.state
-      except Exception as e:  # pylint: disable=broad-except  (any unreadable checkpoint is skipped)
-        self._quarantine(step, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+      out = self.restore(step, state)
+      if out is not None:
+        return out
     return state
+
+  def restore(self, step: int, state: Any) -> Any | None:
+    """The state saved at `step` with `state`'s structure and shardings (arrays or their shapes), or None if that
+    checkpoint is unreadable (it is then moved aside)."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    try:
+      out = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      if not np.allclose(fingerprint(out.state), out.meta["fingerprint"], rtol=1e-5, atol=1e-6):
+        raise ValueError("contents do not match the fingerprint saved with them")
+      return out.state
+    except Exception as e:  # pylint: disable=broad-except  (any unreadable checkpoint is skipped)
+      self._quarantine(step, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+    return None
 
   def _quarantine(self, step: int, why: str) -> None:
     src = os.path.join(self.directory, str(step))

@@ -6,7 +6,7 @@ so the same numbers, without a host gather and a host-to-device copy per step. O
 behind the step by asynchronous dispatch (`weight_sharing`'s wall time did not move); what this buys here is
 a data path that alone serves 14-19x what the fastest step consumes (the host pipeline: 6-10x), and on an
 accelerator no per-step host-to-device copy at all. The gather runs inside the jitted train step
-(`train.compiled_gather_step`): no extra dispatch. Used by `train.fit` for single-process runs on a training
+(`steps.compiled_gather_step`): no extra dispatch. Used by `train.fit` for single-process runs on a training
 set of up to `MAX_BYTES`; multi-process runs (each process feeding its own rows) and larger sets keep the
 host pipeline.
 """
@@ -14,7 +14,6 @@ host pipeline.
 from typing import Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -47,3 +46,15 @@ def gather(data: dict[str, jax.Array], perm: jax.Array, step: jax.Array, batch_s
   i = step % (perm.shape[0] // batch_size)
   idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
   return {k: v.at[idx].get(mode="promise_in_bounds") for k, v in data.items()}
+
+
+def seed_epoch_permutations(n: int, batch_size: int, seeds: tuple[int, ...], sharding, start_step: int = 0
+                            ) -> Iterator[jax.Array]:
+  """`epoch_permutations` of each seed, stacked (S, n): seed i's row is what a single-seed run of seeds[i] uses."""
+  positions = [input_pipeline.step_positions(n, batch_size, s, start_step) for s in seeds]
+  host = on_device = None
+  for step in zip(*positions):
+    if step[0][0] is not host:  # equal n and batch size: every seed starts a new epoch at the same step
+      host = step[0][0]
+      on_device = jax.device_put(np.stack([perm for perm, _ in step]).astype(np.int32), sharding)
+    yield on_device

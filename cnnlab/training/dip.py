@@ -1,28 +1,35 @@
-"""Deep Image Prior fitting: a generator maps a fixed random code to one image; the clean image is tracked.
+"""Deep Image Prior as a `fit` task: a generator maps a fixed random code to one image; the clean image is tracked.
 
-The step is pure and jitted once per model and shape. It is dispatched one step at a time from the host
-rather than chunked with `lax.scan`: on XLA:CPU a convolution inside a loop body runs ~5x slower than the
-same step outside one (measured here: ~175-300 vs ~32-60 ms/step for a 122k-parameter net on 64x64; see
-jax-ml/jax#12868), which dwarfs the ~0.1 ms dispatch cost; full unrolling restores the speed but took
-minutes to compile. Metrics stay on the device until the end of a chunk of steps.
+The one "example" is a `Problem`: the code z, the corrupted target, the clean image (only scored) and a mask
+of the known pixels. `task` gives `train.fit` the state (with the output average and the best output), the
+pure step (masked MSE, fresh input noise per step, PSNR to the clean image) and no final evaluation; the
+per-step curves are the run's metrics.jsonl (`train_config` logs every step), so a finished fit restored from
+its checkpoint still has them.
+
+The step is dispatched one step at a time from the host rather than chunked with `lax.scan`: on XLA:CPU a
+convolution inside a loop body runs several times slower than the same step outside one (jax-ml/jax#12868),
+which dwarfs the dispatch cost; full unrolling restores the speed but takes minutes to compile.
 """
 
 import dataclasses
 import functools
-import time
+import itertools
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
 
 from cnnlab.metrics import image as image_metrics
 from cnnlab.runtime import prng
-from cnnlab.training import train
-from cnnlab.errors import TrainingDiverged
+from cnnlab.training import hooks, steps, tasks, train
+from cnnlab.training.metric_writer import read_metrics
+
+CURVES = ("loss", "psnr", "psnr_ema", "grad_norm")  # per-step metrics of `dip_step`
 
 
 class DipState(train_state.TrainState):
@@ -35,16 +42,45 @@ class DipState(train_state.TrainState):
   ema_decay: jax.Array
 
 
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """What a DIP fit trains on: the code z (1, H, W, C_z), target and clean (H, W, C), mask (H, W, 1) of known pixels."""
+  z: jax.Array
+  target: np.ndarray
+  clean: np.ndarray
+  mask: np.ndarray
+
+
+def keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(init, code, input-noise) keys of a fit with `seed`."""
+  with prng.classic_threefry():  # fast to compile, and 4x faster noise than rbg keys on XLA:CPU
+    init_rng, code_rng, noise_rng = jax.random.split(jax.random.key(seed), 3)
+  return init_rng, code_rng, noise_rng
+
+
 def input_code(rng: jax.Array, size: int, channels: int, scale: float = 0.1) -> jax.Array:
   """The fixed network input z: U(0, scale) noise of shape (1, size, size, channels), as in the paper."""
-  return scale * jax.random.uniform(rng, (1, size, size, channels))
+  with prng.classic_threefry():
+    return scale * jax.random.uniform(rng, (1, size, size, channels))
+
+
+def problem(target: np.ndarray, clean: np.ndarray, seed: int, code_channels: int,
+            mask: np.ndarray | None = None) -> Problem:
+  """The fit of (H, W, C) `target`, scored against `clean`, with the code z of `seed` (all pixels known by default)."""
+  mask = np.ones(target.shape[:2] + (1,), np.float32) if mask is None else mask
+  return Problem(input_code(keys(seed)[1], target.shape[0], code_channels), target, clean, mask)
+
+
+def masked_mse(out: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+  """MSE over the observed entries only (`mask` is 1 where a pixel is known, broadcast over channels)."""
+  mask = jnp.broadcast_to(mask, out.shape)
+  return jnp.sum(mask * jnp.square(out - target)) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 @functools.lru_cache(maxsize=None)
-def _init_fn(model: nn.Module, learning_rate: float) -> Callable[..., DipState]:
-  """One jitted state constructor per (model, rate): equal models then share apply_fn and tx, so the step
-  compiles once, and init is not dispatched op by op (eager init took ~38 s for the 35k-parameter net)."""
-  tx = optax.adam(learning_rate)
+def _init_fn(model: nn.Module, tx: optax.GradientTransformation) -> Callable[..., DipState]:
+  """One jitted state constructor per (model, optimizer), so that equal models share one compiled step."""
+  # Equal models then share apply_fn and tx (static fields of the state); jitted, init is not dispatched op by op.
 
   @jax.jit
   def init(rng, z, reg_noise_std, ema_decay):
@@ -57,21 +93,16 @@ def _init_fn(model: nn.Module, learning_rate: float) -> Callable[..., DipState]:
   return init
 
 
-def create_state(model: nn.Module, z: jax.Array, rng: jax.Array, learning_rate: float,
+def create_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, z: jax.Array,
                  reg_noise_std: float = 0.0, ema_decay: float = 0.99) -> DipState:
-  """Initialises the model on `z` and Adam, with the output buffers shaped like the model's output."""
-  return _init_fn(model, learning_rate)(rng, z, jnp.float32(reg_noise_std), jnp.float32(ema_decay))
-
-
-def masked_mse(out: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
-  """MSE over the observed entries only (`mask` is 1 where a pixel is known, broadcast over channels)."""
-  mask = jnp.broadcast_to(mask, out.shape)
-  return jnp.sum(mask * jnp.square(out - target)) / jnp.maximum(jnp.sum(mask), 1.0)
+  """Initialises the model on `z` and `tx`, with the output buffers shaped like the model's output."""
+  with prng.classic_threefry():
+    return _init_fn(model, tx)(rng, z, jnp.float32(reg_noise_std), jnp.float32(ema_decay))
 
 
 @functools.partial(jax.jit, donate_argnums=0)
 def dip_step(state: DipState, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[DipState, dict]:
-  """One Adam step on the masked MSE to `batch['target']`; metrics include PSNR to `batch['clean']`."""
+  """One optimizer step on the masked MSE to `batch['target']`; metrics include PSNR to `batch['clean']`."""
   # The paper perturbs the code afresh at every step; fold_in(rng, step) makes a resumed fit replay it.
   # Fits without input noise (std 0) skip the draw: it was half of a small ablation net's step on CPU.
   z = jax.lax.cond(state.reg_noise_std > 0, lambda z: z + state.reg_noise_std * jax.random.normal(
@@ -92,55 +123,60 @@ def dip_step(state: DipState, batch: dict[str, jax.Array], rng: jax.Array) -> tu
   return state, metrics
 
 
-@dataclasses.dataclass
-class FitResult:
-  """Per-step curves (numpy, one entry per step) and the images at the end of a fit."""
-  curves: dict[str, np.ndarray]   # loss, psnr, psnr_ema, grad_norm of the output at each step (as trained)
-  final_ema: np.ndarray           # (H, W, C) exponential average after the last step
-  best_out: np.ndarray            # (H, W, C) output at the best PSNR step
-  num_params: int
-  seconds: float
+def _step(state: DipState, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[DipState, dict]:
+  with prng.classic_threefry():  # the input noise is drawn with the classic Threefry, like the code and the init
+    return dip_step(state, batch, rng)
 
 
-def make_batch(target: np.ndarray, clean: np.ndarray, z: jax.Array, mask: np.ndarray | None = None) -> dict:
-  """Device batch for `dip_step` from (H, W, C) images and an optional (H, W, 1) keep-mask."""
-  mask = np.ones(target.shape[:2] + (1,), np.float32) if mask is None else mask
-  return {"z": z, "target": jnp.asarray(target)[None], "clean": jnp.asarray(clean)[None],
-          "mask": jnp.asarray(mask)[None]}
+def device_batch(p: Problem) -> dict[str, jax.Array]:
+  """The batch `dip_step` takes every step."""
+  return {"z": p.z, "target": jnp.asarray(p.target)[None], "clean": jnp.asarray(p.clean)[None],
+          "mask": jnp.asarray(p.mask)[None]}
 
 
-def fit(model: nn.Module, target: np.ndarray, clean: np.ndarray, *, steps: int, seed: int, learning_rate: float,
-        code_channels: int, reg_noise_std: float = 0.0, ema_decay: float = 0.99, mask: np.ndarray | None = None,
-        chunk: int = 100, stop_at: float | None = None) -> FitResult:
-  """Fits `model(z)` to `target` for `steps` Adam steps from a seed-determined init and code z.
+def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
+  init_rng, _, noise_rng = keys(seed)
+  return init_rng, noise_rng
 
-  With `stop_at`, the fit ends early at the end of the first chunk of steps in which the loss reached it
-  (the curves are then shorter than `steps`).
-  """
-  with prng.classic_threefry():  # fast to compile, and 4x faster noise than rbg keys on XLA:CPU
-    start = time.time()
-    init_rng, code_rng, noise_rng = jax.random.split(jax.random.key(seed), 3)
-    z = input_code(code_rng, target.shape[0], code_channels)
-    state = create_state(model, z, init_rng, learning_rate, reg_noise_std, ema_decay)
-    num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
-    batch = make_batch(target, clean, z, mask)
-    chunks: list[dict[str, np.ndarray]] = []
-    pending: list[dict] = []
-    for t in range(steps):
-      state, metrics = dip_step(state, batch, noise_rng)
-      pending.append(metrics)
-      if len(pending) == chunk or t == steps - 1:
-        # One host sync per chunk; a NaN stops the fit here rather than at the end.
-        fetched = {k: np.asarray(jax.device_get([m[k] for m in pending])) for k in pending[0]}
-        if not np.all(np.isfinite(fetched["loss"])):
-          raise TrainingDiverged(f"DIP loss became non-finite near step {t}")
-        chunks.append(fetched)
-        pending = []
-        if stop_at is not None and np.min(fetched["loss"]) <= stop_at:
-          break
-    curves = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    return FitResult(curves=curves, final_ema=np.asarray(state.ema[0]),
-                     best_out=np.asarray(state.best_out[0]), num_params=num_params, seconds=time.time() - start)
+
+def _create_state(model, tx, rng, p: Problem, mesh, reg_noise_std: float, ema_decay: float) -> DipState:
+  del mesh  # one image on one device
+  return create_state(model, tx, rng, p.z, reg_noise_std, ema_decay)
+
+
+def _program(config, p: Problem, seed, start, mesh) -> steps.Program:
+  del config, seed, start, mesh  # the same single example every step
+  return steps.Program(_step, itertools.repeat((device_batch(p),)))
+
+
+def _no_evaluation(state, p, config, mesh, splits) -> dict:
+  del state, p, config, mesh, splits  # the curves say it all
+  return {}
+
+
+def task(reg_noise_std: float = 0.0, ema_decay: float = 0.99) -> tasks.Task:
+  """The `fit` task of a DIP generator on a `Problem`, with input-noise std and output-averaging decay."""
+  return tasks.Task(keys=_keys, program=_program, evaluate=_no_evaluation, create_state=functools.partial(
+      _create_state, reg_noise_std=reg_noise_std, ema_decay=ema_decay))
+
+
+def train_config(steps: int, learning_rate: float) -> ml_collections.ConfigDict:
+  """Adam at a constant rate for `steps` on the one example, logging every step (the curves), one checkpoint."""
+  c = train.get_config()
+  c.update(dict(steps=steps, learning_rate=learning_rate, batch_size=1, eval_batch_size=1, log_every=1,
+                checkpoint_every=steps, tensorboard=False, progress=False))
+  return c
+
+
+def stop_at(threshold: float, every: int) -> hooks.Hook:
+  """Ends a fit at the end of the first `every` steps in which the loss reached `threshold`."""
+  return hooks.stop_at("loss", threshold, every)
+
+
+def curves(workdir: str) -> dict[str, np.ndarray]:
+  """Per-step float32 curves (loss, psnr, psnr_ema, grad_norm) of the fit in `workdir`, from its metrics.jsonl."""
+  rows = [r for r in read_metrics(workdir) if "train_loss" in r]
+  return {k: np.asarray([r[f"train_{k}"] for r in rows], np.float32) for k in CURVES}
 
 
 def steps_to_reach(loss_curve: np.ndarray, threshold: float) -> int | None:

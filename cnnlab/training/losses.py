@@ -1,7 +1,7 @@
 """Training objectives by name (`train.loss`): each maps (model outputs, targets y) to per-example values.
 
 A loss returns a dict of (N,) float arrays whose "loss" entry is minimised; every entry is logged as a
-train metric (batch mean) and reported by `train.evaluate` (mean over the split), e.g. "accuracy".
+train metric (batch mean) and reported by `steps.evaluate` (mean over the split), e.g. "accuracy".
 """
 
 from typing import Callable

@@ -5,7 +5,7 @@ import math
 import os
 import sys
 
-import jax
+from cnnlab.training import parallel
 
 
 def _summary_writer_class():
@@ -30,7 +30,7 @@ class MetricWriter:
   def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._file = self._tb = None
-    if jax.process_index() != 0:  # one writer per run: process 0
+    if not parallel.is_chief():  # one writer per run: process 0
       return
     if os.path.exists(self.path):
       with open(self.path) as f:

@@ -1,33 +1,31 @@
-"""Training: a flax TrainState, pure jitted train/eval steps over a ("data",) mesh, and `fit`.
+"""Training configuration and `fit`, the one training loop every experiment uses.
 
-`fit` resumes from the latest checkpoint in its workdir, logs to metrics.jsonl + TensorBoard,
-fetches metrics from the device only at log intervals, and stops on a NaN/inf loss without
-overwriting the last good checkpoint.
+`fit` resumes from the latest checkpoint in its workdir, logs to metrics.jsonl + TensorBoard, fetches metrics
+from the device only when a log line, a hook or a checkpoint needs them, stops on a NaN/inf loss without
+overwriting the last good checkpoint, and calls `hooks` between steps. What it trains is a `tasks.Task`: by
+default a model on a `Dataset` (`tasks.SUPERVISED`); `dip.task` fits a Deep Image Prior generator.
+
+`fit_seeds` trains several seeds of one supervised cell as one program over a state with a leading seed axis
+(`seeds`), with the same loop; each seed's files land in its own workdir exactly as `fit` writes them, so either
+reads, restores and resumes the other's runs.
 """
 
-import functools
 import math
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import optax
-from flax.training import train_state
 from jax.sharding import Mesh
-from tqdm import tqdm
 
-from cnnlab.ops import analysis
-from cnnlab.report import rendering as reporting
-from cnnlab.training import checkpoint, device_data, input_pipeline, losses, parallel, preemption
-from cnnlab.data import Dataset
-from cnnlab.errors import Preempted, TrainingDiverged, UserError
-from cnnlab.runtime import prng
-from cnnlab.training.metric_writer import MetricWriter
-
+from cnnlab import kernels
+from cnnlab.errors import UserError
+from cnnlab.data import augment
+from cnnlab.training import loop, losses, parallel, seeds as seeds_lib, steps, tasks
+from cnnlab.training.state import create_seed_states, make_optimizer
+from cnnlab.training.hooks import Hook
 
 def get_config() -> ml_collections.ConfigDict:
   """Optimisation and loop fields shared by every experiment that trains."""
@@ -50,12 +48,23 @@ def get_config() -> ml_collections.ConfigDict:
   c.progress = True          # show a progress bar
   c.device_data = True       # keep the training set (<= 1 GiB, one process) on the device(s), gather batches there
   c.loss = "cross_entropy"   # cnnlab.training.losses: 'cross_entropy' (a label per example or pixel) | 'class_and_box'
+  c.kernels = "auto"         # 'auto': cnnlab.kernels' CPU kernels on the CPU backend, plain XLA elsewhere | 'xla'
+  c.augment = ""             # cnnlab.data.augment spec applied in the step, e.g. 'crop:4,flip', 'translate:2'; '' none
+  c.compute_dtype = "float32"  # 'float32' | 'bfloat16': forward and backward dtype (params, optimizer stay float32)
+  # Sweeps may train trials that differ only in seed (and data drawn with it) as one program with a leading seed
+  # axis (`fit_seeds`): at most this many seeds per program (memory: S states and training sets); 1: one fit per
+  # seed. Off by default: on XLA:CPU the seeded programs of the small conv nets ran slower than separate fits
+  # (benchmarks/seeds.py); numbers move only by float rounding either way.
+  c.seed_group = 1
+  c.seed_devices = 1         # devices along the mesh's "seed" axis in a seeded training (the rest split each batch)
+  c.seed_batching = "vmap"   # how a seeded program steps its seeds: 'vmap' (S-times-wider ops) | 'map' (in turn)
   return c
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Rejects impossible training settings up front, as one-line `UserError`s."""
-  for name in ("steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+  for name in ("steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
+               "seed_group", "seed_devices"):
     if not 1 <= config[name] <= 10**9:
       raise UserError(f"train.{name} must be a positive integer (at most 1e9), got {config[name]}")
   for name in ("learning_rate", "momentum", "weight_decay", "grad_clip"):
@@ -64,266 +73,90 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.learning_rate == 0:
     raise UserError("train.learning_rate must be > 0")
   losses.get(config.loss)
+  kernels.check(config.kernels)
+  if config.augment:
+    augment.build(config.augment)  # a one-line error for an unknown spec
+  if config.compute_dtype not in steps.DTYPES:
+    raise UserError(f"train.compute_dtype must be one of {steps.DTYPES}, got {config.compute_dtype!r}")
+  if config.seed_batching not in seeds_lib.BATCHING:
+    raise UserError(f"unknown train.seed_batching {config.seed_batching!r}; use one of {seeds_lib.BATCHING}")
   if not 0 <= config.warmup_steps <= config.steps or config.eval_every < 0:
     raise UserError(f"train.warmup_steps must be in [0, steps] and train.eval_every >= 0, got "
                     f"{config.warmup_steps} and {config.eval_every}")
 
 
-class TrainState(train_state.TrainState):
-  """Params, optimizer state and step; `batch_stats` for models with BatchNorm (else an empty dict)."""
-  batch_stats: Any = None
+def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Any, workdir: str, seed: int,
+        mesh: Mesh | None = None, *, task: tasks.Task = tasks.SUPERVISED,
+        hooks: Sequence[Hook] = ()) -> tuple[Any, dict]:
+  """Trains `model` on `dataset` (what `task` trains on) for `config.steps`, resuming from `workdir`.
 
-
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The optax optimizer of `config`; equal configs return the same object, so jitted steps are reused."""
-  return _optimizer(config.optimizer, config.learning_rate, config.schedule, config.steps, config.warmup_steps,
-                    config.momentum, config.weight_decay, config.grad_clip)
-
-
-@functools.lru_cache(maxsize=64)
-def _optimizer(name, learning_rate, schedule, steps, warmup_steps, momentum, weight_decay, grad_clip):
-  # The optimizer is a static field of TrainState: a new object per run would recompile every step function.
-  if schedule == "constant":
-    lr = optax.constant_schedule(learning_rate)
-  elif schedule == "cosine":
-    lr = optax.cosine_decay_schedule(learning_rate, max(1, steps - warmup_steps))
-  else:
-    raise UserError(f"unknown schedule {schedule!r}; use 'constant' or 'cosine'")
-  if warmup_steps:
-    lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps), lr], [warmup_steps])
-  chain = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-  if name == "adamw":
-    chain.append(optax.adamw(lr, weight_decay=weight_decay))
-  elif name in ("adam", "sgd"):
-    if weight_decay:
-      chain.append(optax.add_decayed_weights(weight_decay))
-    chain.append(optax.adam(lr) if name == "adam" else optax.sgd(lr, momentum=momentum))
-  else:
-    raise UserError(f"unknown optimizer {name!r}; use 'adam', 'adamw' or 'sgd'")
-  return optax.chain(*chain)
-
-
-@functools.lru_cache(maxsize=64)
-def _jitted_init(model: nn.Module, tx: optax.GradientTransformation, example_shape: tuple[int, ...], mesh: Mesh):
-  """State initialisation compiled once per (model, optimizer, input shape, mesh), output already replicated."""
-
-  def init(rng):
-    variables = model.init({"params": rng, "dropout": rng}, jnp.zeros((1, *example_shape), jnp.float32), train=False)
-    # `model` is this first-seen instance for all equal models: they then share one `apply_fn` (bound
-    # methods compare by instance), so the TrainState tree structure, and every compiled step, is reused.
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables.get("batch_stats", {}))
-
-  abstract = jax.eval_shape(init, jax.random.key(0))
-  return jax.jit(init, out_shardings=jax.tree.map(lambda _: parallel.replicated(mesh), abstract))
-
-
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       example_shape: tuple[int, ...], mesh: Mesh) -> TrainState:
-  """Initialises params and optimizer state directly in their replicated sharding (no host copy)."""
-  with prng.classic_threefry():
-    return _jitted_init(model, tx, tuple(example_shape), mesh)(rng)
-
-
-def _forward(state: TrainState, params: Any, x: jax.Array, train: bool, rng: jax.Array | None = None):
-  """Logits, plus the new batch statistics when training a model that has them."""
-  variables = {"params": params}
-  if state.batch_stats:
-    variables["batch_stats"] = state.batch_stats
-  rngs = {"dropout": rng} if rng is not None else {}
-  if train and state.batch_stats:
-    logits, updates = state.apply_fn(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
-    return logits, updates["batch_stats"]
-  return state.apply_fn(variables, x, train=train, rngs=rngs), state.batch_stats
-
-
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
-               loss: str = "cross_entropy") -> tuple[TrainState, dict]:
-  """One optimisation step on a (sharded) batch; randomness is `fold_in(rng, step)` so resumes replay it."""
-  step_rng = jax.random.fold_in(rng, state.step)
-
-  def loss_fn(params):
-    logits, batch_stats = _forward(state, params, batch["x"], train=True, rng=step_rng)
-    per_example = losses.get(loss)(logits, batch["y"])
-    return per_example["loss"].mean(), (per_example, batch_stats)
-
-  (_, (per_example, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  metrics = {k: v.mean() for k, v in per_example.items()}
-  metrics["grad_norm"] = global_norm(grads)
-  return state, metrics
-
-
-def global_norm(tree) -> jax.Array:
-  """The L2 norm of all leaves together, as `optax.tree.norm` up to float rounding.
-
-  Leaves of 2^16 elements or more are squared and summed as one dot each: as a reduction, XLA:CPU
-  materialised their squares (shared with Adam's second moment) and reduced them slowly. Two interleaved A/Bs
-  of the steps: 784-1000-1000-10 MLP +3% and +11%, weight_sharing MLP +5% and -2%, the conv nets unchanged
-  (dots for their small leaves too made them ~10% slower).
-  """
-  return jnp.sqrt(sum(jnp.vdot(g, g) if g.size >= 1 << 16 else jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
-
-
-def eval_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "cross_entropy") -> dict[str, jax.Array]:
-  """Masked sums of the loss's per-example values (e.g. loss, accuracy), and the example count."""
-  logits, _ = _forward(state, state.params, batch["x"], train=False)
-  m = batch["mask"]
-  sums = {k: jnp.sum(v * m) for k, v in losses.get(loss)(logits, batch["y"]).items()}
-  return {**sums, "count": jnp.sum(m)}
-
-
-@functools.lru_cache(maxsize=None)
-def compiled_steps(mesh: Mesh, loss: str = "cross_entropy"):
-  """`train_step` and `eval_step` of `loss` jitted once per mesh with explicit shardings (state donated)."""
-  rep, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  train = jax.jit(functools.partial(train_step, loss=loss), in_shardings=(rep, data, rep), out_shardings=(rep, rep),
-                  donate_argnums=0)
-  evaluate_ = jax.jit(functools.partial(eval_step, loss=loss), in_shardings=(rep, data), out_shardings=rep)
-  return train, evaluate_
-
-
-@functools.lru_cache(maxsize=None)
-def compiled_gather_step(mesh: Mesh, batch_size: int, loss: str = "cross_entropy"):
-  """`train_step` on the batch gathered on the device from the resident training set (`device_data`)."""
-  rep, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-
-  def step(state, dataset, perm, rng):
-    batch = jax.lax.with_sharding_constraint(device_data.gather(dataset, perm, state.step, batch_size), data)
-    return train_step(state, batch, rng, loss)
-
-  return jax.jit(step, in_shardings=(rep, rep, rep, rep), out_shardings=(rep, rep), donate_argnums=0)
-
-
-def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, mesh: Mesh,
-             loss: str = "cross_entropy") -> dict[str, float]:
-  """Mean of each per-example value of `loss` (loss, accuracy, ...) over every example of (x, y)."""
-  parallel.check_batch_size(batch_size, mesh)
-  _, eval_fn = compiled_steps(mesh, loss)
-  totals = None
-  rows = parallel.process_rows(batch_size)
-  for batch in input_pipeline.eval_batches(x, y, batch_size, rows):
-    out = eval_fn(state, parallel.shard_batch(batch, mesh))
-    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-  totals = jax.device_get(totals)
-  return {k: float(v / totals["count"]) for k, v in totals.items() if k != "count"}
-
-
-def _check_finite(records: list[dict], first_step: int, ckpt: checkpoint.Checkpointer, workdir: str) -> None:
-  for i, r in enumerate(records):
-    bad = {k: float(r[k]) for k in ("loss", "grad_norm") if not math.isfinite(float(r[k]))}
-    if bad:
-      last = ckpt.latest_step()
-      kept = f"the last good checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
-      raise TrainingDiverged(f"training diverged at step {first_step + i + 1} ({', '.join(f'{k}={v}' for k, v in bad.items())}); "
-                             f"{kept} in {workdir}; lower train.learning_rate")
-
-
-def _fetch(records: list[dict]) -> list[dict]:
-  """Per-step metric dicts (device scalars, or floats from a resumed window) as host floats.
-
-  Stacked on the device first: one transfer per metric instead of one per step and metric (fetching scalars
-  one by one cost ~0.5 ms per step here, a sixth of a small MLP's step).
-  """
-  stacked = jax.device_get({k: jnp.stack([r[k] for r in records]) for k in records[0]})
-  return [{k: float(v[i]) for k, v in stacked.items()} for i in range(len(records))]
-
-
-def _load_pending(path: str, step: int) -> list[dict]:
-  """Unlogged metrics saved at a preemption, if they belong to the checkpoint being resumed."""
-  if not os.path.exists(path):
-    return []
-  saved = reporting.read_json(path)
-  return saved["metrics"] if saved["step"] == step else []
-
-
-def _step_inputs(config: ml_collections.ConfigDict, dataset: Dataset, seed: int, start: int, mesh: Mesh):
-  """(jitted step, iterator of each step's inputs before the rng) from step `start` on.
-
-  The training set on the device(s) with each batch gathered inside the step (`device_data`), or, for
-  multi-process runs, sets over `device_data.MAX_BYTES` and `device_data=False`, host batches.
-  """
-  x, y = dataset.x_train, dataset.y_train
-  if device_data.fits(x, y, config.device_data):
-    data = device_data.put(x, y, mesh)
-    perms = device_data.epoch_permutations(len(x), config.batch_size, seed, mesh, start)
-    return compiled_gather_step(mesh, config.batch_size, config.loss), ((data, perm) for perm in perms)
-  batches = parallel.device_batches(input_pipeline.train_batches(
-      x, y, config.batch_size, seed, start, parallel.process_rows(config.batch_size)), mesh)
-  return compiled_steps(mesh, config.loss)[0], ((batch,) for batch in batches)
-
-
-def fit(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset, workdir: str, seed: int,
-        mesh: Mesh | None = None) -> tuple[TrainState, dict]:
-  """Trains `model` on `dataset` for `config.steps`, resuming from `workdir`; returns (state, summary).
-
-  A finished run (summary.json present) is restored from its final checkpoint, not re-trained.
+  Returns (state, summary). A finished run (summary.json present) is restored from its final checkpoint, not
+  re-trained, and its hooks are not called. A hook may end the run early; its summary then has
+  `stopped_early` and the steps run.
   """
   validate_config(config)
   mesh = mesh or parallel.make_mesh()
-  summary_path = os.path.join(workdir, "summary.json")
-  parallel.check_batch_size(config.batch_size, mesh)
   os.makedirs(workdir, exist_ok=True)
-  init_rng, step_rng = jax.random.split(jax.random.key(seed))
-  state = create_train_state(model, make_optimizer(config), init_rng, dataset.example_shape, mesh)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-  state = ckpt.restore_latest(state)
-  start = int(state.step)
-  if os.path.exists(summary_path) and start == config.steps:
-    ckpt.close()
-    return state, reporting.read_json(summary_path)
-  writer = MetricWriter(workdir, resume_step=start, tensorboard=config.tensorboard)
-  block = parallel.needs_blocking(mesh)
-  step_fn, inputs = _step_inputs(config, dataset, seed, start, mesh)
-  # Metrics of the unlogged part of a log window survive a preemption in this file, so a resumed run
-  # logs exactly the averages an uninterrupted one would.
-  pending_path = os.path.join(workdir, "pending_metrics.json")
-  pending = _load_pending(pending_path, start)
-  window_start = start - len(pending)
-  bar = tqdm(total=config.steps, initial=start, disable=not config.progress, leave=False, desc=os.path.basename(workdir))
+  loop.check_stamp(workdir, config)
+  init_rng, step_rng = task.keys(seed)
+  model = kernels.specialise(model, config.kernels)  # the one place a run chooses its kernels
+  state = task.create_state(model, make_optimizer(config), init_rng, dataset, mesh)
+  runs = loop.Runs([workdir], config.keep_checkpoints)
+  score = lambda state, splits: [task.evaluate(state, dataset, config, mesh, splits)]
   try:
-    with preemption.catch_termination() as stop:
-      if stop.requested:  # signalled before this training started (e.g. while compiling)
-        raise Preempted(start, stop.signum, workdir)
-      for step in range(start, config.steps):
-        state, metrics = step_fn(state, *next(inputs), step_rng)
-        if block:
-          jax.block_until_ready(metrics)
-        pending.append(metrics)
-        done = step + 1
-        last = done == config.steps
-        save = done % config.checkpoint_every == 0 or last
-        if done % config.log_every == 0 or save or stop.requested:
-          pending = _fetch(pending)
-          _check_finite(pending, window_start, ckpt, workdir)
-        if done % config.log_every == 0 or last:
-          means = {f"train_{k}": float(np.mean([float(r[k]) for r in pending])) for k in pending[0]}
-          writer.write(done, means)
-          bar.set_postfix(loss=f"{means['train_loss']:.3f}")
-          pending, window_start = [], done
-        if config.eval_every and (done % config.eval_every == 0) and not last:
-          test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh, config.loss)
-          writer.write(done, {f"test_{k}": v for k, v in test.items()})
-        if save or stop.requested:
-          reporting.write_json(pending_path, {"step": done, "metrics": [{k: float(v) for k, v in r.items()}
-                                                                        for r in pending]})
-          ckpt.save(done, state)
-        bar.update(1)
-        if stop.requested and not last:
-          raise Preempted(done, stop.signum, workdir)
+    state = runs.ckpts[0].restore_latest(state)
+    summary = loop.finished_summary(workdir, int(state.step), config.steps)
+    if summary is not None:
+      return state, summary
+    program = task.program(config, dataset, seed, int(state.step), mesh)
+    state, stopped = loop.run_steps(config, runs, list(hooks), program, state, step_rng, score, mesh)
   finally:
-    bar.close()
-    ckpt.close()
-    writer.close()
-  train = evaluate(state, dataset.x_train, dataset.y_train, config.eval_batch_size, mesh, config.loss)
-  test = evaluate(state, dataset.x_test, dataset.y_test, config.eval_batch_size, mesh, config.loss)
-  writer = MetricWriter(workdir, resume_step=config.steps, tensorboard=config.tensorboard)
-  writer.write(config.steps, {**{f"final_train_{k}": v for k, v in train.items()},
-                              **{f"final_test_{k}": v for k, v in test.items()}})
-  writer.close()
-  if os.path.exists(pending_path):
-    os.remove(pending_path)
-  summary = {"steps": config.steps, **{f"train_{k}": v for k, v in train.items()},
-             **{f"test_{k}": v for k, v in test.items()}, "params": analysis.count_params(state.params)}
-  reporting.write_json(summary_path, summary)
-  return state, summary
+    runs.close()
+  return state, loop.finish(config, runs, state, score, stopped)[0]
+
+
+def fit_seeds(config: ml_collections.ConfigDict, model: nn.Module, datasets: Sequence[Any], workdirs: Sequence[str],
+              seeds: Sequence[int], mesh: Mesh | None = None) -> tuple[list[Any], list[dict]]:
+  """`fit` of each (dataset, workdir, seed), trained together as one program over a state with a seed axis.
+
+  Seed i draws exactly what `fit(config, model, datasets[i], workdirs[i], seeds[i])` draws (init, batch order,
+  dropout keys) and writes the same files into workdirs[i]; its numbers equal that run's up to float rounding
+  (the batched ops sum in another order). Supervised training without hooks only. Returns per-seed (unstacked)
+  states and summaries. Seeds whose sets differ in shape, a multi-process run, finished and unfinished seeds
+  mixed, or seed checkpoints with no step in common (left by differently grouped runs) fall back to one `fit`
+  per seed, each resuming its own files.
+  """
+  validate_config(config)
+  if not len(datasets) == len(workdirs) == len(seeds) or len(set(map(os.path.abspath, workdirs))) != len(workdirs):
+    raise ValueError("fit_seeds needs one dataset, one distinct workdir and one seed per run")
+  single = lambda: tuple(map(list, zip(*[fit(config, model, d, w, s) for d, w, s in
+                                         zip(datasets, workdirs, seeds)])))
+  if len(seeds) == 1 or not seeds_lib.stackable(datasets) or jax.process_count() > 1:
+    return single()
+  mesh = mesh or parallel.make_seed_mesh(len(seeds), config.seed_devices)
+  for w in workdirs:
+    os.makedirs(w, exist_ok=True)
+    loop.check_stamp(w, config)
+  keys = [tasks.SUPERVISED.keys(s) for s in seeds]
+  step_rngs = jax.device_put(jnp.stack([k[1] for k in keys]), parallel.seed_sharding(mesh))
+  model = kernels.specialise(model, config.kernels)
+  state = create_seed_states(model, make_optimizer(config), jnp.stack([k[0] for k in keys]),
+                             datasets[0].example_shape, mesh)
+  runs = loop.Runs(workdirs, config.keep_checkpoints, seeds)
+  score = lambda state, splits: seeds_lib.evaluate(state, datasets, config, mesh, splits)
+  try:
+    state = seeds_lib.restore(runs.ckpts, state, mesh)
+    summaries = [] if state is None else [loop.finished_summary(w, runs.step(state), config.steps) for w in workdirs]
+    if summaries and all(s is not None for s in summaries):
+      return runs.unstack(state), summaries
+    fall_back = state is None or any(s is not None for s in summaries)
+    if not fall_back:
+      program = seeds_lib.program(config, datasets, tuple(seeds), runs.step(state), mesh)
+      state, _ = loop.run_steps(config, runs, [], program, state, step_rngs, score, mesh)
+  finally:
+    runs.close()
+  if fall_back:
+    return single()
+  return runs.unstack(state), loop.finish(config, runs, state, score, False)
+
+
