@@ -143,3 +143,26 @@ def test_a_run_trained_with_another_config_is_refused_not_reused(digits, tiny_tr
   longer.steps, longer.progress = 2 * tiny_train_config.steps, True  # continuing for longer is allowed
   state, _ = train.fit(longer, mlp(), digits, str(tmp_path), seed=0)
   assert int(state.step) == longer.steps
+
+
+def test_a_damaged_summary_is_moved_aside_and_rebuilt_from_the_final_checkpoint(digits, tiny_train_config, tmp_path,
+                                                                                capsys):
+  state, summary = train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
+  path = tmp_path / "summary.json"
+  path.write_text(path.read_text()[:20])  # truncated, as by a full disk or a kill mid-write
+  again, rebuilt = train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
+  assert "is damaged" in capsys.readouterr().out and list(tmp_path.glob("summary.json.damaged-*"))
+  assert rebuilt == summary
+  assert_trees_equal(params_of(again), params_of(state))
+
+
+def test_a_window_cut_short_by_a_hard_kill_says_how_many_steps_it_averages(digits, tiny_train_config, tmp_path):
+  """After a SIGKILL no pending metrics survive: the resumed window's row names the steps it averages."""
+  tiny_train_config.log_every = 3  # checkpoints at 4 and 8: the window (3, 6] loses step 4 to the "kill"
+  half = tiny_train_config.copy_and_resolve_references()
+  half.steps = 4
+  train.fit(half, mlp(), digits, str(tmp_path), seed=0)
+  assert not (tmp_path / "pending_metrics.json").exists()  # as a kill between the checkpoint and the log leaves it
+  train.fit(tiny_train_config, mlp(), digits, str(tmp_path), seed=0)
+  rows = {r["step"]: r for r in read_metrics(str(tmp_path)) if "train_loss" in r}
+  assert rows[6]["train_window_steps"] == 2 and "train_window_steps" not in rows[3]

@@ -25,6 +25,7 @@ CHOICES = ("auto", "xla")  # auto: these kernels where they are faster (the CPU 
 # Plain op -> its CPU kernel, for any op field of a model.
 FAST: tuple[tuple[Any, Any], ...] = (
     (nn.Conv, conv.Conv),
+    (jax.lax.conv_general_dilated, conv.conv_general_dilated),
     (nn.ConvLocal, local.ConvLocal),
     (nn.ConvTranspose, transpose.ConvTranspose),
     (layers.pool, pooling.pool),

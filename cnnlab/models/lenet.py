@@ -7,12 +7,16 @@ distances to the RBF centres, so softmax cross-entropy trains it. 28x28 inputs a
 32x32 field, as the paper did with MNIST.
 """
 
+from typing import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cnnlab.models import register
+from cnnlab.models import layers
+from cnnlab.models.layers import ModuleDef
 
 # C3_TABLE[j] lists the S2 maps that C3 map j sees (LeCun et al. 1998, Table I).
 C3_TABLE = (
@@ -30,13 +34,14 @@ def squash(x):
 
 class Subsample(nn.Module):
   """Sum of each 2x2 block times a trainable per-map coefficient, plus a per-map bias."""
+  pool_fn: Callable = layers.pool  # 2x2 average (a faster kernel can stand in)
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
     coef = self.param("coef", nn.initializers.ones, (c,))
     bias = self.param("bias", nn.initializers.zeros, (c,))
-    return nn.avg_pool(x, (2, 2), (2, 2)) * 4.0 * coef + bias
+    return self.pool_fn(x, "avg") * 4.0 * coef + bias
 
 
 class _GroupParams(nn.Module):
@@ -61,6 +66,7 @@ class SparseConv(nn.Module):
   """
   table: tuple = C3_TABLE
   kernel_size: int = 5
+  conv_fn: Callable = jax.lax.conv_general_dilated  # the convolution op (a faster kernel can stand in)
 
   @nn.compact
   def __call__(self, x):
@@ -74,7 +80,8 @@ class SparseConv(nn.Module):
       cols = np.broadcast_to(np.array(maps), rows.shape)        # (fan_in, maps): its output map
       kernel = kernel.at[:, :, rows, cols].set(w)
       bias = bias.at[np.array(maps)].set(b)
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    dn = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
+    y = self.conv_fn(x, kernel, (1, 1), "VALID", dimension_numbers=dn)
     return y + bias
 
 
@@ -82,17 +89,20 @@ class SparseConv(nn.Module):
 class LeNet5(nn.Module):
   """C1-S2-C3-S4-C5-F6-RBF output."""
   num_classes: int = 10
+  conv: ModuleDef = nn.Conv                          # C1 and C5
+  conv_fn: Callable = jax.lax.conv_general_dilated   # C3's masked dense convolution
+  pool_fn: Callable = layers.pool                    # S2 and S4's 2x2 averages
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
     pad = [(max(0, (32 - s) // 2), max(0, 32 - s - (32 - s) // 2)) for s in x.shape[1:3]]
     x = jnp.pad(x, [(0, 0), *pad, (0, 0)])
-    x = squash(nn.Conv(6, (5, 5), padding="VALID", name="C1")(x))
-    x = squash(Subsample(name="S2")(x))
-    x = squash(SparseConv(name="C3")(x))
-    x = squash(Subsample(name="S4")(x))
-    x = squash(nn.Conv(120, (5, 5), padding="VALID", name="C5")(x))
+    x = squash(self.conv(6, (5, 5), padding="VALID", name="C1")(x))
+    x = squash(Subsample(pool_fn=self.pool_fn, name="S2")(x))
+    x = squash(SparseConv(conv_fn=self.conv_fn, name="C3")(x))
+    x = squash(Subsample(pool_fn=self.pool_fn, name="S4")(x))
+    x = squash(self.conv(120, (5, 5), padding="VALID", name="C5")(x))
     x = squash(nn.Dense(84, name="F6")(x.reshape(x.shape[0], -1)))
     centres = self.param("RBF", nn.initializers.normal(1.0), (self.num_classes, 84))
     return -jnp.sum((x[:, None, :] - centres[None]) ** 2, axis=-1)

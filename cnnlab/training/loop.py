@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from cnnlab import workdir as workdirs
 from cnnlab.errors import Preempted, TrainingDiverged, UserError
 from cnnlab.ops import analysis
 from cnnlab.report import rendering as reporting
@@ -144,8 +145,8 @@ def check_stamp(workdir: str, config) -> None:
   """Records the config a run is trained with; refuses to continue or reuse a run trained with another one."""
   path = os.path.join(workdir, STAMP)
   current = {k: v for k, v in json.loads(config.to_json_best_effort()).items() if k not in UNSTAMPED}
-  if os.path.exists(path):
-    recorded = reporting.read_json(path)
+  recorded = workdirs.read_record(path)
+  if recorded is not None:
     changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
     if changed:
       raise UserError(f"{workdir} holds a training run made with another config (train fields "
@@ -156,20 +157,18 @@ def check_stamp(workdir: str, config) -> None:
 
 def finished_summary(workdir: str, step: int, steps: int) -> dict | None:
   """The summary of a run that finished at `step` (all `steps`, or stopped early by a hook), else None."""
-  path = os.path.join(workdir, SUMMARY)
-  if not os.path.exists(path):
+  summary = workdirs.read_record(os.path.join(workdir, SUMMARY))  # a damaged one is moved aside: re-evaluated
+  if summary is None:
     return None
-  summary = reporting.read_json(path)
   done = summary["steps"] == step and (step == steps or summary.get("stopped_early", False))
   return summary if done else None
 
 
 def finished(workdir: str, steps: int) -> bool:
   """Whether a run of `steps` steps in `workdir` finished (as `fit` would then restore rather than train it)."""
-  path = os.path.join(workdir, SUMMARY)
-  if not os.path.exists(path):
+  summary = workdirs.read_record(os.path.join(workdir, SUMMARY))
+  if summary is None:
     return False
-  summary = reporting.read_json(path)
   return summary["steps"] == steps or summary.get("stopped_early", False)
 
 
@@ -204,6 +203,8 @@ def run_steps(config, runs: Runs, hooks, program, state, step_rng, evaluate, mes
           losses_ = []
           for writer, window in zip(writers, trace.since(logged)):
             means = {f"train_{k}": float(np.mean([r[k] for r in window])) for k in window[0]}
+            if len(window) < done - logged:  # resumed after a hard kill lost this window's earlier steps: say so
+              means["train_window_steps"] = len(window)
             writer.write(done, means)
             losses_.append(means["train_loss"])
           bar.set_postfix(loss=f"{np.mean(losses_):.3f}")
