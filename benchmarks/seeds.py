@@ -57,17 +57,7 @@ def single_runner(model, ds, cfg, seed: int = 0):
   init_rng, step_rng = tasks.SUPERVISED.keys(seed)
   model = kernels.specialise(model, cfg.kernels)
   state = tasks.SUPERVISED.create_state(model, state_lib.make_optimizer(cfg), init_rng, ds, mesh)
-  program = tasks.SUPERVISED.program(cfg, ds, seed, 0, mesh)
-  box = [state]
-
-  def run(n):
-    for _ in range(n):
-      box[0], metrics = program.step(box[0], *next(program.inputs), step_rng)
-    jax.block_until_ready(metrics)
-
-  t = time.perf_counter()
-  run(1)
-  return run, time.perf_counter() - t
+  return _timed(tasks.SUPERVISED.program(cfg, ds, seed, 0, mesh), state, step_rng)
 
 
 def seeded_runner(model, sets, cfg, seeds):
@@ -78,12 +68,16 @@ def seeded_runner(model, sets, cfg, seeds):
   model = kernels.specialise(model, cfg.kernels)
   state = state_lib.create_seed_states(model, state_lib.make_optimizer(cfg), jnp.stack([k[0] for k in keys]),
                                        sets[0].example_shape, mesh)
-  program = seeds_lib.program(cfg, sets, tuple(seeds), 0, mesh)
+  return _timed(seeds_lib.program(cfg, sets, tuple(seeds), 0, mesh), state, step_rngs)
+
+
+def _timed(program, state, rng):
+  """(run(n): n steps of `program` from `state`, seconds of the first step, which compiles)."""
   box = [state]
 
   def run(n):
     for _ in range(n):
-      box[0], metrics = program.step(box[0], *next(program.inputs), step_rngs)
+      box[0], metrics = program.step(box[0], *next(program.inputs), rng)
     jax.block_until_ready(metrics)
 
   t = time.perf_counter()
@@ -110,6 +104,9 @@ def main() -> None:
   p.add_argument("--data", default="mnist5k", help="registered dataset (weight_sharing's default: mnist5k)")
   p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/seeds-<time>.json)")
   args = p.parse_args()
+  unknown = [n for n in args.models.split(",") if n not in MODELS]
+  if unknown:
+    p.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
   steps, repeats = (5, 3) if args.quick else (20, 5)
   c = data.get_config()
   c.name = args.data

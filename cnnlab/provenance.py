@@ -113,8 +113,3 @@ def differences(recorded: dict | None, current: dict) -> list[str]:
     else:
       out.append({"module": "experiment module", "code": "cnnlab source"}[part] + f" ({old} -> {new})")
   return out
-
-
-def matches(recorded: dict | None, current: dict) -> bool:
-  """True if a result stamped `recorded` may stand for one computed now with the `current` stamp."""
-  return not differences(recorded, current)
