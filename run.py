@@ -138,7 +138,7 @@ def execute(module, argv: list[str]) -> int:
   if FLAGS.workdir:
     workdir = FLAGS.workdir
   else:
-    workdir = build.default_workdir(FLAGS.quick) if FLAGS.report else runner.default_workdir(FLAGS.exp)
+    workdir = build.default_workdir(FLAGS.config) if FLAGS.report else runner.default_workdir(FLAGS.exp)
   print(f"cnnlab: {name} on {jax.device_count()} device(s) {jax.devices()} "
         f"(process {jax.process_index()} of {jax.process_count()}); workdir {workdir}; compile cache {cache or 'off'}")
   resume = " ".join(["python", *argv] + ([] if FLAGS.workdir else [f"--workdir={workdir}"]))

@@ -18,6 +18,7 @@ import skimage.color
 import skimage.data
 import skimage.feature
 
+import experiments
 from cnnlab.metrics import image as image_metrics
 from cnnlab.ops import classic_kernels as kernels
 from cnnlab.report import ledger, rendering as reporting, tables, verdicts
@@ -26,7 +27,7 @@ from cnnlab.errors import UserError
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   """The standard config; `quick` shrinks it for smoke tests."""
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.images = "camera,astronaut,coffee"  # skimage.data photos (bundled with scikit-image, no download)
   c.crop = 0                 # square centre crop of each photo (0 = whole photo)
   c.noise_std = 0.1          # std of the Gaussian noise added to [0, 1] images
@@ -149,6 +150,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                                                              "corners")}}
   results["figures"] = [_photo_figure(figs, workdir), _agreement_figure(figs[names[0]][2], names[0], workdir),
                         _board_figure(board, workdir)]
+  results["smoke_test"] = config.smoke_test
   reporting.write_results(workdir, results, _markdown(results, config))
   return results
 

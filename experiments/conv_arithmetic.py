@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 from jax import lax
 
+import experiments
 from cnnlab.ops import conv_arithmetic as ca
 from cnnlab.report import ledger, rendering as reporting, tables, verdicts
 
@@ -26,7 +27,7 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   """The standard config; `quick` shrinks it for smoke tests."""
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.max_input = 12      # input sizes i = 1..max_input
   c.max_kernel = 5      # kernel sizes k = 1..max_kernel
   c.max_stride = 3      # strides s = 1..max_stride
@@ -167,6 +168,7 @@ def seed_examples() -> list[dict[str, Any]]:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures, writes results.json and results.md to `workdir`; returns the measurements."""
   results = {"seed_examples": seed_examples(), "sweep": sweep(config)}
+  results["smoke_test"] = config.smoke_test
   reporting.write_results(workdir, results, _markdown(results, config))
   return results
 

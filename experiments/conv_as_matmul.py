@@ -18,6 +18,7 @@ import numpy as np
 import scipy.signal
 import skimage.data
 
+import experiments
 from cnnlab.ops import conv_ops
 from cnnlab.report import ledger, rendering as reporting, tables, verdicts
 from cnnlab.errors import UserError
@@ -49,7 +50,7 @@ CASES = {
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   """The standard config; `quick` shrinks it for smoke tests."""
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.seed = 0                    # random inputs and kernels
   c.timing_layers = "lenet_c1,cifar_3x3,alexnet_conv1,alexnet_conv2_grouped,dilated_3x3_d2"  # keys of LAYERS
   c.batch = 8                   # batch size of the timed layers
@@ -160,6 +161,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {"agreement": agreement(rng), "dot_product": dot_product_check(rng),
              "correlation": correlation_vs_convolution(config.image_crop), "timing": timing(config, rng),
              "backend": jax.default_backend(), "repeats": config.repeats, "direct_repeats": config.direct_repeats}
+  results["smoke_test"] = config.smoke_test
   reporting.write_results(workdir, results, _markdown(results))
   return results
 

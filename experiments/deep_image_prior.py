@@ -23,6 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
+import experiments
 from cnnlab.data import images
 from cnnlab.metrics import image as image_metrics
 from cnnlab.ops import analysis
@@ -41,7 +42,7 @@ STRUCTURE = {"DIP (skip net)": "3x3 convs over 4-5 scales, skips, upsampling",
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   """Standard: 64 px astronaut, 122k-parameter net, 3 seeds for denoising and inpainting."""
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.seed = 0                  # run i uses seed + i for the noise draw / mask, the net init and the code z
   c.num_seeds = 3             # seeds for denoising and inpainting (mean ± std over them)
   c.fit_seeds = 1             # seeds for the fitting curves (each seed fits all four targets)
@@ -328,6 +329,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results, (fit, den, inp) = measure(config, workdir, clean, start)
   results["figures"] = _figures(config, clean, fit, den, inp, workdir)
   results["seconds"] = time.time() - start
+  results["smoke_test"] = config.smoke_test
   markdown = render(results, config, clean.shape[-1])
   return reporting.publish(workdir, results, markdown)
 

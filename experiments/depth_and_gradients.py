@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 import optax
 
+import experiments
 from cnnlab import data, kernels, models
 from cnnlab.report import ledger, rendering as reporting, tables, verdicts
 from cnnlab.training import metric_writer, parallel, state as state_lib, sweep, train
@@ -29,7 +30,7 @@ VARIANTS = {"plain": ("none", False), "batchnorm": ("batch", False), "residual":
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.data = data.get_config()
   c.data.name = "digits"           # real 8x8 digits: depth, not input size, is the variable here
   c.train = train.get_config()
@@ -144,6 +145,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures, writes results.json, results.md and the figures to `workdir`; returns the measurements."""
   results = measure(config, workdir)
+  results["smoke_test"] = config.smoke_test
   md = render(results, config)
   cells = [(f, v) for f in config.families for v in config.variants]
   _plot(workdir, config, cells, results["init_rows"], max(config.init_depths))

@@ -18,6 +18,7 @@ import time
 import ml_collections
 import numpy as np
 
+import experiments
 from cnnlab import data, models
 from cnnlab.data import canvas
 from cnnlab.metrics import boxes
@@ -31,7 +32,7 @@ METRICS = ("accuracy", "box_iou", "hit")
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.data = data.get_config()       # source of the digits (mnist5k: real MNIST)
   c.canvas = canvas.get_config(quick)   # canvas size, stroke threshold, canvas counts (one digit per canvas here)
   c.train = train.get_config()
@@ -121,6 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures, writes results.json, results.md and the figure to `workdir`; returns the measurements."""
   start = time.time()
   results, (ds, examples) = measure(config, workdir)
+  results["smoke_test"] = config.smoke_test
   _plot(workdir, ds, examples, config)
   results["run_seconds"] = time.time() - start
   md = render(results, config)

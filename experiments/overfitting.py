@@ -15,6 +15,7 @@ import os
 import ml_collections
 import numpy as np
 
+import experiments
 from cnnlab import data
 from cnnlab.report import figures, ledger, rendering as reporting, tables, verdicts
 from cnnlab.training import metric_writer, sweep, train
@@ -24,7 +25,7 @@ LABELS = weight_sharing.MODEL_LABELS
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.data = data.get_config()
   c.data.name = "digits"           # 1,437 train / 360 test real 8x8 digits (mnist5k also works, ~5x slower)
   c.train = train.get_config()
@@ -106,6 +107,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures, writes results.json, results.md and the figures to `workdir`; returns the measurements."""
   results = measure(config, workdir)
+  results["smoke_test"] = config.smoke_test
   _plot(workdir, results)
   return reporting.publish(workdir, results, render(results, config))
 

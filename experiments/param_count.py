@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
+import experiments
 from cnnlab import models
 from cnnlab.ops import analysis, flops
 from cnnlab.errors import UserError
@@ -24,7 +25,7 @@ from cnnlab.report import ledger, rendering as reporting, tables, verdicts
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   """The standard config; `quick` shrinks it for smoke tests."""
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.alexnet_input = 227       # AlexNet input side (227 is what the 11x11/4 conv1 arithmetic needs)
   c.lenet_input = 32          # LeNet-5 input side
   c.about_tolerance = 0.1     # "about N" holds when the computed number is within this relative error of N
@@ -163,6 +164,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       totals[name]["xla_flops_whole_model"] = _whole_model_xla_flops(name, shape)
   results = {"about_tolerance": config.about_tolerance,
              "claims": _layer_claims() + _alexnet_claims(rows["alexnet"], a_shape), **rows, "totals": totals}
+  results["smoke_test"] = config.smoke_test
   reporting.write_results(workdir, results, _markdown(results, config))
   return results
 

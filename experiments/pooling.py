@@ -16,6 +16,7 @@ Result:   see REPORT.md (ledger) and the run's results.md.
 import ml_collections
 import numpy as np
 
+import experiments
 from cnnlab import data, models
 from cnnlab.ops import shift
 from cnnlab.report import figures, ledger, rendering as reporting, tables, verdicts
@@ -27,7 +28,7 @@ LABELS = {"none": "no downsampling", "stride": "stride-2 conv", "max": "max pool
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.data = data.get_config()
   c.data.name = "mnist1d"           # 4,000 train / 1,000 test signals of length 40
   c.train = train.get_config()
@@ -121,6 +122,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures, writes results.json, results.md and the figure to `workdir`; returns the measurements."""
   results = measure(config, workdir)
+  results["smoke_test"] = config.smoke_test
   _plot(workdir, results)
   return reporting.publish(workdir, results, render(results, config))
 

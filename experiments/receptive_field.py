@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import experiments
 from cnnlab import data, kernels, models
 from cnnlab.ops import analysis
 from cnnlab.report import ledger, rendering as reporting, tables, verdicts
@@ -29,7 +30,7 @@ from cnnlab.ops.receptive_field import Layer
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   """The standard config; `quick` shrinks it for smoke tests."""
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.stacks = "alexnet,vgg16,cnn"  # geometries whose per-layer field is computed and measured
   c.seed = 0                   # initialisation and batch order of the trained CNN
   c.features = "16,32,32"      # conv widths of the cnnlab CNN (conv3-relu-maxpool2 per stage)
@@ -196,6 +197,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {"per_layer": per_layer, "dilation": dilation_table(config),
              "erf": {k: v for k, v in erf.items() if k != "maps"}}
   results["figures"] = [_erf_figure(erf, workdir), _dilation_figure(results["dilation"], workdir)]
+  results["smoke_test"] = config.smoke_test
   reporting.write_results(workdir, results, render(results, config))
   return results
 

@@ -20,6 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
+import experiments
 from cnnlab import data, kernels, models
 from cnnlab.data import canvas
 from cnnlab.metrics import segmentation as segmentation_metrics
@@ -34,7 +35,7 @@ LABELS = {"transposed": "transposed conv", "bilinear": "bilinear resize + conv",
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.data = data.get_config()       # source of the digits (mnist5k: real MNIST)
   c.canvas = canvas.get_config(quick)   # canvas size, digits per canvas, stroke threshold, canvas counts
   c.train = train.get_config()
@@ -152,6 +153,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures, writes results.json, results.md and the figure to `workdir`; returns the measurements."""
   start = time.time()
   results, (ds, examples) = measure(config, workdir)
+  results["smoke_test"] = config.smoke_test
   _plot(workdir, ds, examples, config)
   results["run_seconds"] = time.time() - start
   md = render(results, config)

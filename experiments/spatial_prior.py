@@ -17,6 +17,7 @@ Result:   see REPORT.md (ledger) and the run's results.md (the verdicts are marg
 import ml_collections
 import numpy as np
 
+import experiments
 from cnnlab import data, models
 from cnnlab.report import figures, ledger, rendering as reporting, tables, verdicts
 from cnnlab.training import sweep, train
@@ -29,7 +30,7 @@ LABELS = {"logistic": "logistic regression", "mlp": "MLP (residual)", "cnn": "CN
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.data = data.get_config()
   c.data.name = "mnist1d"          # 4,000 train / 1,000 test signals of length 40 (paper's default arguments)
   c.train = train.get_config()     # the paper's optimiser: Adam, lr 1e-2, batch 100
@@ -117,6 +118,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures, writes results.json, results.md and the figure to `workdir`; returns the measurements."""
   results = measure(config, workdir)
+  results["smoke_test"] = config.smoke_test
   _plot(workdir, results)
   return reporting.publish(workdir, results, render(results, config))
 

@@ -20,6 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
+import experiments
 from cnnlab import data, models
 from cnnlab.models import blurpool
 from cnnlab.ops import shift
@@ -34,7 +35,7 @@ STACKS = ("stride1", "stride2", "maxpool", "maxblur")  # downsampling after each
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.data = data.get_config()
   c.data.name = "digits"           # 8x8 real digits: small enough that a canvas leaves room to translate
   c.train = train.get_config()
@@ -153,6 +154,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures, writes results.json, results.md and the figures to `workdir`; returns the measurements."""
   results = measure(config, workdir)
+  results["smoke_test"] = config.smoke_test
   md = render(results, config)
   _plot(workdir, config, results)
   return reporting.publish(workdir, results, md)

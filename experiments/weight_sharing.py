@@ -15,6 +15,7 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
+import experiments
 from cnnlab import data, models
 from cnnlab.ops import analysis
 from cnnlab.report import figures, ledger, rendering as reporting, tables, verdicts
@@ -25,7 +26,7 @@ MODEL_LABELS = {"cnn": "CNN (local + shared)", "lcn": "LCN (local, unshared)", "
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = experiments.new_config(quick)
   c.data = data.get_config()
   c.train = train.get_config()
   c.train.steps = 300
@@ -95,6 +96,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures, writes results.json, results.md and the figure to `workdir`; returns the measurements."""
   results = measure(config, workdir)
+  results["smoke_test"] = config.smoke_test
   _plot(workdir, results)
   return reporting.publish(workdir, results, render(results, config))
 

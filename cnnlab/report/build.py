@@ -7,6 +7,9 @@ experiments are reused and an interrupted one continues from its checkpoints.
 Command:  python run.py --report            (standard configs, workdir runs/report)
           python run.py --report --quick    (every experiment's quick config, runs/report-quick)
           python run.py --report --config.experiments=param_count,weight_sharing --config.readme=README.md
+          python run.py --report --config.seed_base=1000 --config.compare_to=runs/report/report.json
+                                            (a disjoint seed set, runs/report-seeds1000; verdicts that differ
+                                             between the two reports are marked unstable)
 """
 
 import os
@@ -31,17 +34,36 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.readme = ""            # if set, refresh that README's ledger and experiment-table blocks
   c.workers = 0            # experiments at once, each its own run.py process; 0: one per CPU core (at most 4) on
                            # a CPU backend, where one XLA process uses ~1 core on these small nets; 1 elsewhere
+  c.seed_base = 0          # first seed of every seeded experiment; e.g. 1000 draws a seed set disjoint from 0's
+  c.compare_to = ""        # report.json of a report on another seed set: each claim shows both verdicts, and one
+                           # whose verdicts differ is marked unstable (REPORT.md, README ledger)
   return c
 
 
-def default_workdir(quick: bool) -> str:
-  """A fixed workdir per mode, so that running the report again reuses what is already measured."""
-  return os.path.join("runs", "report-quick" if quick else "report")
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+  """A fixed workdir per mode and seed set, so that running the report again reuses what is already measured."""
+  name = "report-quick" if config.quick else "report"
+  return os.path.join("runs", name + (f"-seeds{config.seed_base}" if config.seed_base else ""))
+
+
+def experiment_config(name: str, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config the report runs `name` with: quick or standard, on the report's seed set where it is seeded."""
+  c = experiments.get(name).get_config(quick=config.quick)
+  if "seed_base" in c:
+    c.seed_base = config.seed_base
+  return c
+
+
+def _overrides(c: ml_collections.ConfigDict) -> list[str]:
+  """The run.py flags that give an experiment's process `experiment_config` (beyond --quick)."""
+  return [f"--config.seed_base={c.seed_base}"] if "seed_base" in c and c.seed_base else []
 
 
 def command(config: ml_collections.ConfigDict) -> str:
   """The command line that makes this report (as REPORT.md and the README cite it)."""
   return ("python run.py --report" + (" --quick" if config.quick else "")
+          + (f" --config.seed_base={config.seed_base}" if config.seed_base else "")
+          + (f" --config.compare_to={config.compare_to}" if config.compare_to else "")
           + (f" --config.readme={config.readme}" if config.readme else ""))
 
 
@@ -69,9 +91,27 @@ def validate(config: ml_collections.ConfigDict) -> list[str]:
       raise UserError(f"report: cannot read README {config.readme!r}: {e.strerror}") from None
     if render.README_BEGIN not in text or render.README_END not in text:
       raise UserError(f"report: {config.readme!r} has no {render.README_BEGIN} ... {render.README_END} block to fill")
+  if config.seed_base < 0:
+    raise UserError(f"report: seed_base must be >= 0, got {config.seed_base}")
+  if config.compare_to:
+    other = _read_report(config.compare_to)
+    if other.get("quick", False) != config.quick:
+      raise UserError(f"report: {config.compare_to!r} is a {'quick' if other.get('quick') else 'standard'} report; "
+                      "compare reports of the same mode")
   for name in names:
-    runner.validate(experiments.get(name), experiments.get(name).get_config(quick=config.quick))
+    runner.validate(experiments.get(name), experiment_config(name, config))
   return names
+
+
+def _read_report(path: str) -> dict:
+  """A report.json (a one-line `UserError` if it is missing or not one)."""
+  try:
+    report = rendering.read_json(path)
+  except (OSError, ValueError) as e:
+    raise UserError(f"report: cannot read {path!r} as a report.json ({type(e).__name__})") from None
+  if not isinstance(report, dict) or not isinstance(report.get("claims"), list):
+    raise UserError(f"report: {path!r} is not a report.json (no claims list)")
+  return report
 
 
 def last_seconds(subdir: str) -> float | None:
@@ -110,7 +150,7 @@ def run_report(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with workdirs.claim(workdir):
     _check_mode(workdir, config.quick)
     subdirs = {n: os.path.join(workdir, n) for n in names}
-    configs = {n: experiments.get(n).get_config(quick=config.quick) for n in names}
+    configs = {n: experiment_config(n, config) for n in names}
     seconds = {n: last_seconds(subdirs[n]) for n in names}
     why = {n: runner.plan(experiments.get(n), configs[n], subdirs[n], config.rerun) for n in names}
     todo = [n for n in names if why[n]]
@@ -121,12 +161,20 @@ def run_report(config: ml_collections.ConfigDict, workdir: str) -> dict:
       logs = os.path.join(workdir, "logs")
       os.makedirs(logs, exist_ok=True)
       commands = {n: ([sys.executable, RUN_PY, f"--exp={n}", f"--workdir={subdirs[n]}",
-                       *(["--quick"] if config.quick else [])], os.path.join(logs, f"{n}.txt"))
+                       *(["--quick"] if config.quick else []), *_overrides(configs[n])], os.path.join(logs, f"{n}.txt"))
                   for n in run_order(todo, seconds)}
       status = workers_lib.run_all(commands, workers, workdir)
     else:
       status = {n: _run_here(n, configs[n], subdirs[n]) for n in todo}
     return _write(config, workdir, names, subdirs, status, workers, time.time() - start)
+
+
+def compare(rows: list[dict], other: dict) -> None:
+  """Adds to each row the verdict `other` (a report on another seed set) gave its claim, and whether they agree."""
+  theirs = {r.get("id"): r.get("verdict") for r in other["claims"]}
+  for r in rows:
+    r["other_verdict"] = theirs.get(r["id"], ledger.NOT_MEASURED)
+    r["stable"] = r["other_verdict"] == r["verdict"]
 
 
 def _write(config, workdir, names, subdirs, status, workers, wall) -> dict:
@@ -141,15 +189,20 @@ def _write(config, workdir, names, subdirs, status, workers, wall) -> dict:
     for claim in module.CLAIMS:
       finding = claim.assess(results)
       rows.append({"id": claim.id, "text": claim.text, "source": claim.source, "experiment": name,
-                   "metric": claim.metric, "figure": finding.figure, "verdict": finding.verdict})
+                   "metric": claim.describe_rule(), "figure": finding.figure, "verdict": finding.verdict})
     claims[name] = experiments.claim(name)
     sections.append(render.section(name, claims[name], subdir, provs[name]))
-  counts = {v: sum(r["verdict"] == v for r in rows) for v in (*ledger.VERDICTS, ledger.NOT_MEASURED)}
+  if config.compare_to:
+    compare(rows, _read_report(config.compare_to))
+  counts = {v: sum(r["verdict"] == v for r in rows) for v in (*ledger.VERDICTS, ledger.SMOKE_TEST,
+                                                               ledger.NOT_MEASURED)}
+  unstable = sum(r.get("stable") is False for r in rows)
   compute = sum(p["seconds"] for p in provs.values())
   cpu = sum(p["cpu_seconds"] for p in provs.values())
   mode = "quick configs" if config.quick else "standard configs"
   summary = (f"{len(rows)} claims from {len(names)} experiments ({mode}): "
-             + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".")
+             + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + "."
+             + (f" Against the seed set of {config.compare_to}: {unstable} unstable." if config.compare_to else ""))
   env = render.environment()
   ran = [n for n, p in provs.items() if p["status"] == "ran"]
   timing = (f"This report took {wall:.0f} s ({wall / 60:.1f} min) on {env['devices']} ({env['cpu_cores']} CPU cores), "

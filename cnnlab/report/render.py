@@ -24,9 +24,18 @@ def environment() -> dict:
           "platform": platform.platform()}
 
 
+def _verdict(r: dict) -> str:
+  if "stable" not in r:
+    return f"**{r['verdict']}**"
+  if r["stable"]:
+    return f"**{r['verdict']}** (both seed sets)"
+  return f"**unstable**: {r['verdict']} here, {r['other_verdict']} on the other seed set"
+
+
 def ledger_table(rows: list[dict]) -> str:
+  """The claims ledger; with a second seed set compared (`build.compare`), each verdict says if it held on both."""
   return rendering.markdown_table(["claim", "source", "experiment", "measured", "verdict"],
-                                  [[r["text"], r["source"], f"`{r['experiment']}`", r["figure"], f"**{r['verdict']}**"]
+                                  [[r["text"], r["source"], f"`{r['experiment']}`", r["figure"], _verdict(r)]
                                    for r in rows])
 
 

@@ -151,3 +151,44 @@ def detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8
     return math.inf
   df = n - 1
   return float((sps.t.ppf(1 - alpha, df) + sps.t.ppf(power, df)) * sd / math.sqrt(n))
+
+
+def seeds_to_decide(effect: Effect, rule: Rule, power: float = 0.8) -> int | None:
+  """Seeds (pairs) at which an effect of this size and spread would be decided with `power`; None if never.
+
+  The distance to decide is how far the estimate lies from the margin it must clear (or, for equivalence, from the
+  nearer edge of the band); an estimate sitting on that edge cannot be decided by more seeds.
+  """
+  m = rule.margin
+  gap = (abs(effect.estimate - m) if rule.comparison == "greater" else abs(effect.estimate + m)
+         if rule.comparison == "less" else m - abs(effect.estimate))
+  if gap <= 0 or not math.isfinite(effect.se) or effect.n < 2:
+    return None
+  sd = effect.se * math.sqrt(effect.n)
+  z = sps.norm.ppf(1 - rule.alpha) + sps.norm.ppf(power)
+  return max(effect.n + 1, math.ceil((z * sd / gap) ** 2) + 1)
+
+
+def judge(rule: Rule, comparisons: Sequence[tuple[str, Effect]], scale: float = 1.0, unit: str = "",
+          digits: int = 1) -> tuple[str, str]:
+  """(verdict, figure): `decide` over labelled effects, each shown with its 95 % interval and own verdict.
+
+  `scale`/`unit`/`digits` format the numbers (e.g. 100, " pts"). An inconclusive comparison says how many seeds
+  would decide an effect of its measured size and spread; every figure ends with the smallest effect the design
+  detects (one-sided, power 0.8, the least noisy comparison).
+  """
+  if not comparisons:
+    raise ValueError("no comparisons to judge")
+  verdict, each = decide([e for _, e in comparisons], rule)
+  f = lambda v: f"{scale * v:+.{digits}f}"
+  parts = []
+  for (label, e), v in zip(comparisons, each):
+    lo, hi = e.interval(rule.alpha)
+    part = f"{label} {f(e.estimate)}{unit} [{f(lo)}, {f(hi)}] ({v}"
+    if v == INCONCLUSIVE:
+      need = seeds_to_decide(e, rule)
+      part += f"; ~{need} seeds would decide it" if need else "; on the margin: more seeds cannot decide it"
+    parts.append(part + ")")
+  e = min((e for _, e in comparisons), key=lambda e: e.se)
+  mde = detectable_effect(e.se * math.sqrt(e.n), e.n, rule.alpha)
+  return verdict, "; ".join(parts) + f"; detectable effect ≈ {scale * mde:.{digits}f}{unit} at n={e.n}"

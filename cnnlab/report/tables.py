@@ -25,7 +25,11 @@ def verdicts_section(claims: Sequence[Any], results: dict, heading: str = "## Ve
   # Judge what results.json will hold (string keys, lists), so results.md and the ledger read the same numbers.
   stored = rendering.stored_form(results)
   lines = [f"{heading}\n"]
+  if stored.get("smoke_test"):
+    lines.append("_Smoke test: a quick config (tiny sizes, few steps) exercises the code; its numbers are not "
+                 "evidence, so no claim gets a verdict. Run the standard config for verdicts._\n")
   for claim in claims:
     finding = claim.assess(stored)
-    lines.append(f"- **{claim.text.rstrip('.')} — {finding.verdict}.** {finding.figure}.")
+    rule = f" _Rule: {claim.rule.describe()}._" if claim.rule else ""
+    lines.append(f"- **{claim.text.rstrip('.')} — {finding.verdict}.** {finding.figure}.{rule}")
   return "\n".join(lines) + "\n"
