@@ -125,6 +125,7 @@ def main() -> None:
     seeded, seeded_compile = seeded_runner(model, sets, cfg, seeds)
     runners = {"single": single, "seeded": seeded}
     runners["seeded_vmap"], vmap_compile = seeded_runner(model, sets, config(seed_batching="vmap"), seeds)
+    runners["seeded_unroll"], unroll_compile = seeded_runner(model, sets, config(seed_batching="unroll"), seeds)
     if model_name == "cnn":
       runners["seeded_vmap_xla"], _ = seeded_runner(model, sets, config("xla", "vmap"), seeds)
     t = interleaved(runners, steps, repeats)
@@ -138,6 +139,9 @@ def main() -> None:
            "seeded_peak_fraction": len(seeds) * step_flops / t["seeded"] / 1e9 / peak}
     row["seeded_vmap_ms"], row["vmap_compile_s"] = 1e3 * t["seeded_vmap"], vmap_compile
     row["vmap_speedup"] = len(seeds) * t["single"] / t["seeded_vmap"]
+    row["seeded_unroll_ms"], row["unroll_compile_s"] = 1e3 * t["seeded_unroll"], unroll_compile
+    row["unroll_speedup"] = len(seeds) * t["single"] / t["seeded_unroll"]
+    print(row)
     if "seeded_vmap_xla" in t:
       row["seeded_vmap_xla_ms"] = 1e3 * t["seeded_vmap_xla"]
     rows.append(row)

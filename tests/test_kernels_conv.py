@@ -131,7 +131,8 @@ def test_unpadded_stride1_convs_take_the_matmul_backward_pass():
   def routed(x_shape, w_shape, padding, strides=(1, 1)):
     dn = lax.conv_dimension_numbers(x_shape, w_shape, DN[2])
     f = lambda x, w: conv.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
-    return "custom_vjp" in str(jax.make_jaxpr(f)(np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32)))
+    jaxpr = str(jax.make_jaxpr(f)(np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32)))
+    return "name=conv\n" in jaxpr or "name=conv " in jaxpr  # conv_grads.conv, not seeded's lax conv (_conv)
   assert routed((2, 12, 12, 6), (5, 5, 6, 16), "VALID")
   assert not routed((2, 12, 12, 6), (5, 5, 6, 16), "SAME")
   assert not routed((2, 12, 12, 6), (5, 5, 6, 16), "VALID", strides=(2, 2))
@@ -140,3 +141,24 @@ def test_unpadded_stride1_convs_take_the_matmul_backward_pass():
   assert conv_grads.col2im_input_grad((2, 5, 5, 16), (5, 5, 16, 12))         # one output pixel
   assert not conv_grads.col2im_input_grad((2, 10, 9, 16), (3, 2, 16, 4))
   assert not conv_grads.col2im_input_grad((128, 24, 24, 6), (5, 5, 6, 16))  # too many products
+
+
+@pytest.mark.parametrize("pad,c_in", [("SAME", 8), ("VALID", 6), ("VALID", 2), ("SAME", 2)])
+def test_convs_vmapped_over_seeds_equal_per_seed_and_run_ungrouped(pad, c_in):
+  """Per-seed weights under vmap (a seeded training): each seed's values and gradients are its unbatched ones,
+  and no grouped conv (XLA:CPU's slow form) appears in the vmapped program."""
+  seeds, x_shape, w_shape = 3, (4, 9, 9, c_in), (3, 3, c_in, 5)
+  dn = lax.conv_dimension_numbers(x_shape, w_shape, DN[2])
+  f = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=dn)
+  loss = lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+  x = jax.random.normal(jax.random.key(0), (seeds, *x_shape))
+  w = jax.random.normal(jax.random.key(1), (seeds, *w_shape))
+  batched = jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1))))
+  value, (dx, dw) = batched(x, w)
+  for i in range(seeds):
+    v1, (dx1, dw1) = jax.value_and_grad(loss, argnums=(0, 1))(x[i], w[i])
+    np.testing.assert_allclose(value[i], v1, rtol=1e-5)
+    np.testing.assert_allclose(dx[i], dx1, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dw[i], dw1, rtol=1e-4, atol=1e-4)
+  jaxpr = str(jax.make_jaxpr(jax.vmap(jax.grad(loss, argnums=(0, 1))))(x, w))
+  assert f"feature_group_count={seeds}" not in jaxpr and f"batch_group_count={seeds}" not in jaxpr

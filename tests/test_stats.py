@@ -51,7 +51,7 @@ def test_not_significant_is_inconclusive_never_refuted():
 
 
 def test_holm_makes_a_borderline_comparison_inconclusive_in_a_family():
-  e = stats.Effect(0.02, 0.0095, 9, 10)  # one-sided p ~ 0.03: alone significant, not after Holm with 3 more
+  e = stats.Effect(0.02, 0.0075, 9, 10)  # one-sided p ~ 0.013 (< 0.025): alone significant, not after Holm with 3 more
   rule = stats.Rule("d", "greater")
   assert stats.decide([e], rule)[0] == stats.SUPPORTED
   assert stats.decide([e] * 4, rule)[0] == stats.INCONCLUSIVE
@@ -74,3 +74,38 @@ def test_rule_is_declared_with_valid_fields():
   with pytest.raises(ValueError):
     stats.Rule("x", "equivalent", margin=0.0)
   assert "within ±" in stats.Rule("gap", "equivalent", 0.02).describe()
+
+
+def test_verdict_reads_off_the_printed_95_percent_interval():
+  rule = stats.Rule("d", "greater")
+  for se in (0.004, 0.009, 0.0102, 0.02):
+    e = stats.Effect(0.02, se, 9, 10)
+    lo, _ = e.interval(rule.alpha)
+    assert (stats.decide([e], rule)[0] == stats.SUPPORTED) == (lo > 0)
+
+
+def test_seeds_to_decide_accounts_for_the_fixed_test_set_error():
+  rule = stats.Rule("d", "greater")
+  e = stats.Effect(0.02, 0.01, 9, 10)
+  assert stats.seeds_to_decide(e, rule) > 10
+  fixed = stats.with_fixed_variance(stats.Effect(0.02, 0.001, 9, 10), 0.012 ** 2)  # test set alone: se 1.2 pts
+  assert stats.seeds_to_decide(fixed, rule) is None  # 2 pts < 2.8 x 1.2 pts: no number of seeds decides it
+
+
+def test_paired_test_set_variance_is_mcnemars():
+  a = np.array([[1, 1, 0, 1, 0, 1, 1, 1]], bool)
+  b = np.array([[1, 0, 0, 1, 1, 1, 1, 0]], bool)
+  d, delta = 3 / 8, (6 - 5) / 8
+  assert stats.paired_test_set_variance(a, b) == pytest.approx((d - delta ** 2) / 8)
+  assert stats.paired_test_set_variance(a, a) == 0
+
+
+def test_paired_accuracy_from_packed_outcomes():
+  rng = np.random.default_rng(0)
+  a = rng.random((10, 1000)) < 0.95
+  b = a & (rng.random((10, 1000)) < 0.98)  # b wrong on ~2 % more examples, right only where a is
+  assert all((stats.unpack_correct(stats.pack_correct(x)) == x).all() for x in a)
+  e = stats.paired_accuracy([stats.pack_correct(x) for x in a], [stats.pack_correct(x) for x in b])
+  assert e.estimate == pytest.approx(float(a.mean() - b.mean()))
+  assert e.fixed_var == pytest.approx(stats.paired_test_set_variance(a, b))
+  assert e.fixed_var < (0.95 * 0.05 + 0.93 * 0.07) / 1000 / 3  # far below two independent binomials

@@ -1,7 +1,8 @@
 """Datasets: a registry of real, offline data sets, plus any TFDS catalog name as `tfds:<name>`.
 
 Every dataset is a `Dataset` of in-memory numpy arrays: images (N, H, W, C) or signals (N, L, C),
-float32, and int32 labels. Adding a dataset is one new file in this package:
+float32, and int32 labels; a TFDS set too large for memory is a `streaming.StreamedDataset` instead,
+read from its files while training (`data.streaming`). Adding a dataset is one new file in this package:
 
     from cnnlab.data import Dataset, register
     @register("my_data")
@@ -15,6 +16,7 @@ import ml_collections
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from cnnlab.data import streaming
 from cnnlab.errors import UserError
 from cnnlab.registry import Registry, import_submodules
 
@@ -61,21 +63,34 @@ def get_config() -> ml_collections.ConfigDict:
   c.name = "mnist5k"         # registered dataset (see `cnnlab.data.DATASETS`) or 'tfds:<catalog name>'
   c.data_dir = ""            # TFDS data_dir; '' means TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
   c.download = True          # TFDS only: try to download and prepare a dataset that is not in data_dir
-  c.test_fraction = 0.2      # held-out fraction for datasets that ship without a test split (stratified)
+  c.test_fraction = 0.2      # held-out fraction for datasets that ship without a test split (stratified; random
+                             # when streamed, see streaming.holdout)
   c.split_seed = 0           # seed of that held-out split, fixed so the test set never moves between runs
+  # TFDS only: 'auto' (stream a training split over streaming.MEMORY_BYTES = 1 GiB as float32, else load it into
+  # memory) | 'memory' | 'stream' (read batches from the files while training: same batches, same numbers)
+  c.streaming = "auto"
+  c.stream_workers = 0       # streamed sets: grain worker processes decoding batches; 0: the training process
   return c
 
 
-def load(config: ml_collections.ConfigDict) -> Dataset:
-  """Loads the dataset `config.name` (cached per process: loading is the slow part)."""
-  return _load(config.name, config.data_dir, config.download, float(config.test_fraction), int(config.split_seed))
+def load(config: ml_collections.ConfigDict) -> Dataset | streaming.StreamedDataset:
+  """Loads the dataset `config.name` (cached per process: loading is the slow part).
+
+  A TFDS set that `config.streaming` streams is a `streaming.StreamedDataset`, which `train.fit` takes too.
+  """
+  streaming.check(config.streaming, config.stream_workers)
+  return _load(config.name, config.data_dir, config.download, float(config.test_fraction), int(config.split_seed),
+               config.streaming, config.stream_workers)
 
 
 @functools.lru_cache(maxsize=8)
-def _load(name: str, data_dir: str, download: bool, test_fraction: float, split_seed: int) -> Dataset:
+def _load(name: str, data_dir: str, download: bool, test_fraction: float, split_seed: int, mode: str = "auto",
+          workers: int = 0) -> Dataset | streaming.StreamedDataset:
   if name.startswith("tfds:"):
     from cnnlab.data import tfds_source  # pylint: disable=g-import-not-at-top
-    return tfds_source.load(name[len("tfds:"):], data_dir, download, test_fraction, split_seed)
+    return tfds_source.load(name[len("tfds:"):], data_dir, download, test_fraction, split_seed, mode, workers)
+  if mode == "stream":
+    raise UserError(f"data.streaming='stream' reads TFDS datasets ('tfds:<name>'); {name!r} is held in memory")
   config = ml_collections.ConfigDict(dict(name=name, test_fraction=test_fraction, split_seed=split_seed))
   return DATASETS.get(name)(config)
 

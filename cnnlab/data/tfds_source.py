@@ -1,11 +1,13 @@
 """Any TFDS catalog dataset as `tfds:<name>`, read through `tfds.data_source` (array_record, no TensorFlow).
 
 The whole split is read into memory once: for MNIST/CIFAR-sized data that is the fastest input path
-on CPU (see shared notes). A dataset neither prepared in `data_dir` nor downloadable is one clear
-error sentence, never a traceback or a minutes-long retry loop.
+on CPU (see shared notes). Larger sets (or any, by `data.streaming`) are streamed from their files
+instead (`cnnlab.data.streaming`). A dataset neither prepared in `data_dir` nor downloadable is one
+clear error sentence, never a traceback or a minutes-long retry loop.
 """
 
 import contextlib
+import dataclasses
 import os
 import socket
 
@@ -13,7 +15,7 @@ from absl import logging
 
 import numpy as np
 
-from cnnlab.data import Dataset, holdout_split
+from cnnlab.data import Dataset, holdout_split, streaming
 from cnnlab.errors import UserError
 
 _PROBE_HOST = "storage.googleapis.com"  # where TFDS fetches most sources and prepared data
@@ -29,17 +31,9 @@ def _online(timeout: float = 3.0) -> bool:
 
 
 def _read_split(source, image_key: str, label_key: str, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-  xs, ys = [], []
-  for lo in range(0, len(source), chunk):
-    for record in source.__getitems__(list(range(lo, min(lo + chunk, len(source))))):
-      xs.append(record[image_key])
-      ys.append(record[label_key])
-  x = np.stack(xs)
-  if np.issubdtype(x.dtype, np.integer):
-    x = x.astype(np.float32) / 255.0
-  if x.ndim == 3:  # (N, H, W) -> (N, H, W, 1)
-    x = x[..., None]
-  return x.astype(np.float32), np.asarray(ys, np.int32)
+  parts = [streaming.to_arrays(source.__getitems__(list(range(lo, min(lo + chunk, len(source))))), image_key,
+                               label_key) for lo in range(0, len(source), chunk)]
+  return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 
 @contextlib.contextmanager
@@ -53,8 +47,8 @@ def _quiet():
     logging.set_verbosity(level)
 
 
-def load(name: str, data_dir: str, download: bool, test_fraction: float, split_seed: int) -> Dataset:
-  """Loads TFDS dataset `name` (prepared in `data_dir`, or downloaded and prepared there if allowed)."""
+def _sources(name: str, data_dir: str, download: bool):
+  """(data sources by split, DatasetInfo) of TFDS dataset `name`, prepared first if needed and allowed."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_dir = data_dir or None
   try:
@@ -78,12 +72,33 @@ def load(name: str, data_dir: str, download: bool, test_fraction: float, split_s
       raise UserError(f"TFDS dataset '{name}' could not be downloaded and prepared in {where} "
                       f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); {prepare_hint}") from None
   try:
-    sources = builder.as_data_source()
+    return builder.as_data_source(), builder.info
   except NotImplementedError:
     raise UserError(f"TFDS dataset '{name}' in {where} is prepared as tfrecord, which needs TensorFlow; "
                     f"re-prepare it with --file_format=array_record") from None
-  image_key, label_key = builder.info.supervised_keys or ("image", "label")
-  num_classes = builder.info.features[label_key].num_classes
+
+
+def _streamed(name: str, sources, train: streaming.Split, num_classes: int, example_shape: tuple[int, ...],
+              test_fraction: float, split_seed: int, workers: int) -> streaming.StreamedDataset:
+  if "test" in sources:
+    test = streaming.Split(sources["test"], train.image_key, train.label_key)
+  else:
+    train_ids, test_ids = streaming.holdout(len(train), test_fraction, split_seed)
+    train, test = dataclasses.replace(train, index=train_ids), dataclasses.replace(train, index=test_ids)
+  return streaming.StreamedDataset(f"tfds:{name}", train, test, num_classes, example_shape, workers)
+
+
+def load(name: str, data_dir: str, download: bool, test_fraction: float, split_seed: int, mode: str = "memory",
+         workers: int = 0) -> Dataset | streaming.StreamedDataset:
+  """TFDS dataset `name` (prepared in `data_dir`, or downloaded and prepared there if allowed), in memory or
+  streamed by `mode` (`data.streaming`; 'auto' measures the training split as float32 from its first example)."""
+  sources, info = _sources(name, data_dir, download)
+  image_key, label_key = info.supervised_keys or ("image", "label")
+  num_classes = info.features[label_key].num_classes
+  train = streaming.Split(sources["train"], image_key, label_key)
+  first = train.read(np.zeros(1, np.int64))["x"]
+  if streaming.choose(mode, len(train) * first.nbytes):
+    return _streamed(name, sources, train, num_classes, first.shape[1:], test_fraction, split_seed, workers)
   x_tr, y_tr = _read_split(sources["train"], image_key, label_key)
   if "test" in sources:
     x_te, y_te = _read_split(sources["test"], image_key, label_key)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlab.kernels import conv_grads
+from cnnlab.kernels import conv_grads, seeded
 
 # Up to this many input channels, convolution as shifted slices + one matmul beats XLA:CPU's conv severalfold
 # (forward + backward). With more channels it is about even per layer, and a threshold of 16 made the LeNet-like
@@ -29,7 +29,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   """`lax.conv_general_dilated` for flax's channels-last layout, rewritten where XLA:CPU is slow (same numbers).
 
   Few input channels: slices + one matmul. 2-4 feature groups: one conv per group. Unpadded stride 1:
-  XLA's forward conv, the backward pass as matmuls (`conv_grads`). Anything else: lax itself.
+  XLA's forward conv, the backward pass as matmuls (`conv_grads`). Anything else: lax itself. Wherever XLA's
+  conv runs, a vmap over seeds (per-seed weights) runs one conv per seed (`seeded`), not a grouped conv.
   """
   d = lhs.ndim - 2
   channels_last = (dimension_numbers is not None and tuple(dimension_numbers.lhs_spec) == (0, d + 1, *range(1, d + 1))
@@ -50,10 +51,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
       and all(lo == hi == 0 for lo, hi in (jax.lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:d], (1,) * d, padding)
                                            if isinstance(padding, str) else padding))):
     return conv_grads.conv(lhs, rhs, precision)  # unpadded, stride 1: backward pass as matmuls
-  if not simple:
-    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, batch_group_count, precision,
-                                        preferred_element_type)
+  if not simple:  # lax itself (one conv per seed when vmapped over seeds: `seeded`)
+    return seeded.lax_conv(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                           feature_group_count, batch_group_count, precision, preferred_element_type)
   return _sliced_conv(lhs, rhs, window_strides, padding, rhs_dilation, precision, preferred_element_type)
 
 

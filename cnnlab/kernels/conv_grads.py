@@ -20,6 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from cnnlab.kernels import seeded
 from cnnlab.ops import conv_ops
 
 COL2IM_MAX_ELEMENTS = 1 << 21  # the (taps, M, C) products col2im adds up; beyond this (8 MB) it ran slower
@@ -33,9 +34,14 @@ def col2im_input_grad(x_shape, w_shape) -> bool:
   return (x_shape[-1] < 8 or max(out) == 1) and products <= COL2IM_MAX_ELEMENTS
 
 
-def _forward(x, w, precision):
+def _params(x, w, precision) -> tuple:
   dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, conv_ops.dimension_numbers(x.ndim - 2))
-  return jax.lax.conv_general_dilated(x, w, (1,) * (x.ndim - 2), "VALID", dimension_numbers=dn, precision=precision)
+  return seeded.conv_params((1,) * (x.ndim - 2), "VALID", dimension_numbers=dn, precision=precision)
+
+
+def _forward(x, w, precision):
+  """XLA's conv; vmapped over seeds, one conv per seed (`seeded`), not a grouped conv."""
+  return seeded.forward(_params(x, w, precision))(x, w)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -56,7 +62,7 @@ def _conv_bwd(precision, res, g):
                      precision=precision) for tap in np.ndindex(*kernel)]
   dw = jnp.stack(taps).reshape(w.shape)
   if not col2im_input_grad(x.shape, w.shape):
-    return jax.vjp(lambda x: _forward(x, w, precision), x)[1](g)[0], dw.astype(w.dtype)
+    return seeded.input_grad(_params(x, w, precision))(x, w, g), dw.astype(w.dtype)
   # (*kernel, N, *out, C): every tap's contribution to the input, added one spatial dim at a time.
   z = jnp.einsum("n...o,kco->kn...c", g, w.reshape(-1, *w.shape[-2:]), precision=precision)
   z = z.reshape(*kernel, *z.shape[1:])

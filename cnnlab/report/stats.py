@@ -6,6 +6,7 @@ absence of significance is never a refutation. The sampling error of a finite te
 seed-to-seed variance (`with_test_set_error`), so a 360-example test set cannot decide a 1-point difference.
 """
 
+import base64
 import dataclasses
 import math
 from typing import Sequence
@@ -21,6 +22,8 @@ COMPARISONS = ("greater", "less", "equivalent")
 class Rule:
   """How a claim is decided, declared before the data: `comparison` of `metric` against `margin` at `alpha`.
 
+  The interval is the two-sided (1 - alpha) confidence interval (95 % at alpha 0.05), each side tested at alpha / 2,
+  so the verdict reads off the interval REPORT.md prints (before Holm's adjustment across comparisons).
   greater: supported when the effect's lower bound clears `margin`, refuted when its upper bound stays below it.
   less: the mirror image. equivalent: supported when the interval lies within (-margin, margin) (TOST), refuted
   when it lies wholly outside. Anything else is inconclusive.
@@ -28,7 +31,7 @@ class Rule:
   metric: str                 # what is compared, in words (e.g. "test accuracy, CNN minus LCN, paired by seed")
   comparison: str = "greater"  # one of COMPARISONS
   margin: float = 0.0         # smallest effect that counts (same units as the metric)
-  alpha: float = 0.05         # family-wise error rate of the claim (Holm over its comparisons)
+  alpha: float = 0.05         # 1 - confidence of the interval; family-wise across the claim's comparisons (Holm)
 
   def __post_init__(self):
     if self.comparison not in COMPARISONS:
@@ -38,7 +41,8 @@ class Rule:
 
   def describe(self) -> str:
     sign = {"greater": ">", "less": "<", "equivalent": "within ±"}[self.comparison]
-    return f"{self.metric}: {sign} {self.margin:g} (alpha {self.alpha:g}, Holm across comparisons)"
+    return (f"{self.metric}: {sign} {self.margin:g}, judged on the {100 * (1 - self.alpha):g} % confidence "
+            "interval (Holm across comparisons)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Effect:
   se: float
   df: float
   n: int
+  fixed_var: float = 0.0  # part of se**2 that more seeds do not shrink (a finite test set's sampling variance)
 
   def interval(self, alpha: float = 0.05, sided: int = 2) -> tuple[float, float]:
     """The (1 - alpha) confidence interval; `sided=1` gives the (1 - 2 alpha) one that TOST reads."""
@@ -97,7 +102,55 @@ def with_test_set_error(effect: Effect, accuracies: Sequence[float], n_test: int
   set (a conservative interval).
   """
   extra = sum(p * (1 - p) for p in accuracies) / n_test
-  return dataclasses.replace(effect, se=math.sqrt(effect.se ** 2 + extra))
+  return with_fixed_variance(effect, extra)
+
+
+def with_fixed_variance(effect: Effect, extra: float) -> Effect:
+  """`effect` with a variance that does not shrink with more seeds (e.g. test-set sampling) added to its se."""
+  return dataclasses.replace(effect, se=math.sqrt(effect.se ** 2 + extra), fixed_var=effect.fixed_var + extra)
+
+
+def paired_test_set_variance(correct_a: Sequence[Sequence[bool]], correct_b: Sequence[Sequence[bool]]) -> float:
+  """Sampling variance of an accuracy difference between two arms scored on the same test examples.
+
+  `correct_a[i]`, `correct_b[i]`: per-example correctness of seed i's two arms. Over examples drawn from the
+  population, the difference of accuracies of one pair has variance (d - delta**2) / N, d the fraction of
+  discordant examples (one arm right, the other wrong) and delta the accuracy difference (McNemar's paired
+  variance); averaged over seeds. Far smaller than two independent binomials when the arms mostly agree.
+  """
+  values = []
+  for a, b in zip(correct_a, correct_b):
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+      raise ValueError("per-example correctness of both arms must be equal-length, non-empty 1-D sequences")
+    d, delta = float(np.mean(a != b)), float(np.mean(a) - np.mean(b))
+    values.append((d - delta ** 2) / len(a))
+  if not values:
+    raise ValueError("no pairs")
+  return float(np.mean(values))
+
+
+def pack_correct(correct: Sequence[bool]) -> str:
+  """Per-example correctness as a short string for results.json (`unpack_correct` reads it back)."""
+  correct = np.asarray(correct, bool)
+  return f"{len(correct)}:" + base64.b64encode(np.packbits(correct).tobytes()).decode("ascii")
+
+
+def unpack_correct(packed: str) -> np.ndarray:
+  n, _, body = packed.partition(":")
+  return np.unpackbits(np.frombuffer(base64.b64decode(body), np.uint8))[:int(n)].astype(bool)
+
+
+def paired_accuracy(correct_a: Sequence[str], correct_b: Sequence[str]) -> Effect:
+  """Accuracy of arm a minus arm b, paired by seed, on one shared test set, from packed per-example correctness.
+
+  The interval covers both the seed-to-seed spread and the test set's own sampling error, the latter by McNemar's
+  paired variance (`paired_test_set_variance`): what a finite shared test set adds, without treating two arms
+  scored on the same examples as independent.
+  """
+  a, b = [unpack_correct(c) for c in correct_a], [unpack_correct(c) for c in correct_b]
+  effect = paired([x.mean() for x in a], [y.mean() for y in b])
+  return with_fixed_variance(effect, paired_test_set_variance(a, b))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -129,7 +182,7 @@ def decide(effects: Sequence[Effect], rule: Rule) -> tuple[str, list[str]]:
   pairs = [p_values(e, rule) for e in effects]
   p_for = holm([p for p, _ in pairs])
   p_against = holm([q for _, q in pairs])
-  each = [SUPPORTED if pf <= rule.alpha else REFUTED if pa <= rule.alpha else INCONCLUSIVE
+  each = [SUPPORTED if pf <= rule.alpha / 2 else REFUTED if pa <= rule.alpha / 2 else INCONCLUSIVE
           for pf, pa in zip(p_for, p_against)]
   return combine(each), each
 
@@ -164,9 +217,12 @@ def seeds_to_decide(effect: Effect, rule: Rule, power: float = 0.8) -> int | Non
          if rule.comparison == "less" else m - abs(effect.estimate))
   if gap <= 0 or not math.isfinite(effect.se) or effect.n < 2:
     return None
-  sd = effect.se * math.sqrt(effect.n)
-  z = sps.norm.ppf(1 - rule.alpha) + sps.norm.ppf(power)
-  return max(effect.n + 1, math.ceil((z * sd / gap) ** 2) + 1)
+  seed_var = max(effect.se ** 2 - effect.fixed_var, 0.0) * effect.n  # per-seed variance of the difference
+  z = sps.norm.ppf(1 - rule.alpha / 2) + sps.norm.ppf(power)
+  room = gap ** 2 - z ** 2 * effect.fixed_var  # what the seed-to-seed part may use once the fixed part is paid
+  if room <= 0:
+    return None  # the test set's own sampling error alone keeps it undecided: more data, not more seeds
+  return max(effect.n + 1, math.ceil(z ** 2 * seed_var / room) + 1)
 
 
 def judge(rule: Rule, comparisons: Sequence[tuple[str, Effect]], scale: float = 1.0, unit: str = "",
@@ -187,8 +243,9 @@ def judge(rule: Rule, comparisons: Sequence[tuple[str, Effect]], scale: float = 
     part = f"{label} {f(e.estimate)}{unit} [{f(lo)}, {f(hi)}] ({v}"
     if v == INCONCLUSIVE:
       need = seeds_to_decide(e, rule)
-      part += f"; ~{need} seeds would decide it" if need else "; on the margin: more seeds cannot decide it"
+      part += (f"; ~{need} seeds would decide it" if need else
+               "; more seeds cannot decide it (on the margin, or a larger test set is needed)")
     parts.append(part + ")")
   e = min((e for _, e in comparisons), key=lambda e: e.se)
-  mde = detectable_effect(e.se * math.sqrt(e.n), e.n, rule.alpha)
+  mde = detectable_effect(e.se * math.sqrt(e.n), e.n, rule.alpha / 2)  # se * sqrt(n): so the fixed part counts fully
   return verdict, "; ".join(parts) + f"; detectable effect ≈ {scale * mde:.{digits}f}{unit} at n={e.n}"

@@ -32,3 +32,12 @@ def outputs(state, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
 def predict(state, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
   """Predicted classes (argmax of the last axis: per example, or per pixel for a segmentation net)."""
   return np.argmax(outputs(state, x, batch_size), axis=-1)
+
+
+def test_correct(state, dataset) -> dict:
+  """A `sweep.Trial.after_fit`: which test examples the trained model gets right, packed for results.json.
+
+  Judges pair two arms' outcomes example by example (`report.stats.paired_accuracy`).
+  """
+  from cnnlab.report import stats  # pylint: disable=g-import-not-at-top
+  return {"test_correct": stats.pack_correct(predict(state, dataset.x_test) == dataset.y_test)}

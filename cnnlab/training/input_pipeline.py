@@ -2,7 +2,8 @@
 
 That makes resumption exact (no iterator state to checkpoint) and multi-host simple (each
 process gathers only its own rows). For datasets that fit in memory, numpy indexing is far
-faster than the train step consumes (see benchmarks), so no loader library is needed here.
+faster than the train step consumes (see benchmarks), so no loader library is needed here;
+`cnnlab.data.streaming` reads the same rows from disk for sets that do not fit.
 """
 
 from typing import Iterator
@@ -21,15 +22,19 @@ def check_size(n: int, batch_size: int) -> None:
     raise UserError(f"the training set has {n} examples, fewer than the batch size {batch_size}")
 
 
+def position(n: int, batch_size: int, step: int) -> tuple[int, int]:
+  """(epoch, batch index in that epoch) of step `step`: each epoch has n // batch_size batches."""
+  return divmod(step, n // batch_size)
+
+
 def step_positions(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[tuple[np.ndarray, int]]:
   """For each step from `start_step` on, forever: its epoch's permutation (one array per epoch) and its batch
   index in that epoch; each epoch drops its incomplete tail."""
   check_size(n, batch_size)
-  per_epoch = n // batch_size
-  epoch, i = divmod(start_step, per_epoch)
+  epoch, i = position(n, batch_size, start_step)
   while True:
     perm = epoch_permutation(n, seed, epoch)
-    for j in range(i, per_epoch):
+    for j in range(i, n // batch_size):
       yield perm, j
     epoch, i = epoch + 1, 0
 

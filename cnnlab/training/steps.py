@@ -2,8 +2,8 @@
 
 A `Program` is one batch interface whichever data path serves it: a compiled step and, for each step, its
 inputs before the rng. `program` picks the training set on the device(s) with each batch gathered inside the
-step (`device_data`), or host batches (`input_pipeline`) for multi-process runs and large sets; both give the
-same batches, so the same numbers.
+step (`device_data`), or host batches (`input_pipeline`) for multi-process runs and large sets; `host_program`
+also takes a streamed set's batches (`cnnlab.data.streaming`). All give the same batches, so the same numbers.
 """
 
 import functools
@@ -115,11 +115,18 @@ def compiled_gather_step(mesh: Mesh, batch_size: int, r: Recipe = Recipe()):
 def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, mesh: Mesh,
              loss: str = "cross_entropy") -> dict[str, float]:
   """Mean of each per-example value of `loss` (loss, accuracy, ...) over every example of (x, y)."""
+  return evaluate_batches(state, lambda rows: input_pipeline.eval_batches(x, y, batch_size, rows), batch_size, mesh,
+                          loss)
+
+
+def evaluate_batches(state: TrainState, batches: Callable[[slice], Iterator[dict[str, np.ndarray]]],
+                     batch_size: int, mesh: Mesh, loss: str = "cross_entropy") -> dict[str, float]:
+  """`evaluate` over `batches(rows)`: this process's rows of padded, masked batches of `batch_size` (e.g. a
+  streamed split's `eval_batches`)."""
   parallel.check_batch_size(batch_size, mesh)
   _, eval_fn = compiled_steps(mesh, Recipe(loss=loss))
   totals = None
-  rows = parallel.process_rows(batch_size)
-  for batch in input_pipeline.eval_batches(x, y, batch_size, rows):
+  for batch in batches(parallel.process_rows(batch_size)):
     out = eval_fn(state, parallel.shard_batch(batch, mesh))
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
   totals = jax.device_get(totals)
@@ -145,6 +152,15 @@ def program(config: ml_collections.ConfigDict, x: np.ndarray, y: np.ndarray, see
     perms = device_data.epoch_permutations(len(x), config.batch_size, seed, mesh, start)
     step = compiled_gather_step(mesh, config.batch_size, recipe(config))
     return Program(step, ((data, perm) for perm in perms))
-  batches = parallel.device_batches(input_pipeline.train_batches(
-      x, y, config.batch_size, seed, start, parallel.process_rows(config.batch_size)), mesh)
-  return Program(compiled_steps(mesh, recipe(config))[0], ((batch,) for batch in batches))
+  return host_program(config, lambda rows: input_pipeline.train_batches(x, y, config.batch_size, seed, start, rows),
+                      mesh)
+
+
+def host_program(config: ml_collections.ConfigDict, batches: Callable[[slice], Iterator[dict[str, np.ndarray]]],
+                 mesh: Mesh) -> Program:
+  """The compiled train step on host batches: `batches(rows)` yields this process's rows of each global batch of
+  `config.batch_size` (the in-memory pipeline's, or a streamed set's `train_batches`), sent to the device(s)
+  ahead of the step by `parallel.device_batches`."""
+  parallel.check_batch_size(config.batch_size, mesh)
+  on_device = parallel.device_batches(batches(parallel.process_rows(config.batch_size)), mesh)
+  return Program(compiled_steps(mesh, recipe(config))[0], ((batch,) for batch in on_device))

@@ -1,6 +1,7 @@
 """What `fit` trains: how a task draws its keys, builds its state, feeds its step and scores the result.
 
-The default, `SUPERVISED`, fits a `Dataset` by `config.loss` (classification, per-pixel labels, class + box);
+The default, `SUPERVISED`, fits a `Dataset` (or a `streaming.StreamedDataset`, read from its files as it trains)
+by `config.loss` (classification, per-pixel labels, class + box);
 `dip.task` fits a generator to one image. Each piece is a plain function, so a task is data, not a subclass.
 """
 
@@ -13,7 +14,8 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from cnnlab.training import state as state_lib, steps
+from cnnlab.data import streaming
+from cnnlab.training import input_pipeline, state as state_lib, steps
 
 SPLITS = ("train", "test")
 
@@ -41,12 +43,22 @@ def _create_state(model, tx, rng, dataset, mesh) -> state_lib.TrainState:
 
 
 def _program(config, dataset, seed, start, mesh) -> steps.Program:
+  if isinstance(dataset, streaming.StreamedDataset):
+    return steps.host_program(config, lambda rows: dataset.train_batches(config.batch_size, seed, start, rows), mesh)
   return steps.program(config, dataset.x_train, dataset.y_train, seed, start, mesh)
 
 
+def _eval_batches(dataset, split: str, batch_size: int):
+  """rows -> this process's rows of `split`'s padded, masked evaluation batches."""
+  if isinstance(dataset, streaming.StreamedDataset):
+    return lambda rows: dataset.eval_batches(split, batch_size, rows)
+  x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+  return lambda rows: input_pipeline.eval_batches(x, y, batch_size, rows)
+
+
 def _evaluate(state, dataset, config, mesh, splits=SPLITS) -> dict[str, dict[str, float]]:
-  return {s: steps.evaluate(state, getattr(dataset, f"x_{s}"), getattr(dataset, f"y_{s}"), config.eval_batch_size,
-                            mesh, config.loss) for s in splits}
+  return {s: steps.evaluate_batches(state, _eval_batches(dataset, s, config.eval_batch_size), config.eval_batch_size,
+                                    mesh, config.loss) for s in splits}
 
 
 SUPERVISED = Task(keys=_keys, create_state=_create_state, program=_program, evaluate=_evaluate)
