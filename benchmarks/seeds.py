@@ -2,15 +2,16 @@
 
   python benchmarks/seeds.py             # weight_sharing's CNN / LCN / MLP, 10 seeds; JSON in benchmarks/results/
   python benchmarks/seeds.py --quick     # fewer timed steps (smoke test)
+  python benchmarks/seeds.py --end-to-end   # also whole trainings: S `fit`s one after another vs one `fit_seeds`
 
-Per model, in the same run and interleaved (so both see the same machine load): the steady-state step time of
-the single-seed program `train.fit` runs and of the seeded program `train.fit_seeds` runs (S seeds, each its own
-training subset, batch order and init), compile times, trainings/s at weight_sharing's step count, the speed-up,
-and achieved GFLOP/s (6 x multiply-adds per example) as a fraction of a float32 matmul peak measured in this run.
-Then, for the CNN, the vmapped step with the CPU kernels ("auto") vs plain XLA ops ("xla"): under vmap a conv with
-per-seed weights becomes one grouped conv (feature_group_count = S) in lax's batching rule. Both seeded
-forms are timed: `seed_batching='map'` (lax.map, one seed's single-seed ops at a time) and 'vmap'. Timings depend on
-the machine and its load: compare them within one run.
+Per model, in the same run and interleaved (so all see the same machine load): the steady-state step time of
+the single-seed program `train.fit` runs, of the seeded program `train.fit_seeds` runs (S seeds, each its own
+training subset, batch order and init) in both `seed_batching` forms ('map': lax.map, one seed's single-seed ops
+at a time; 'vmap': S-times-wider ops, convs with per-seed weights one conv per seed, `kernels.seeded`), for the
+CNN the vmapped step with plain XLA ops (lax's batching rule: one grouped conv), and the PyTorch twin's eager
+step (a PyTorch user trains seeds one after another); compile times; achieved GFLOP/s (6 x multiply-adds per
+example) as a fraction of a float32 matmul peak measured in this run. Timings depend on the machine and its
+load: compare them within one run.
 """
 
 import argparse
@@ -29,20 +30,46 @@ xla_flags.apply()  # before JAX starts: XLA reads $XLA_FLAGS once
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from cnnlab import data, kernels, models
-from cnnlab.ops import flops
+from cnnlab.ops import analysis, flops
 from cnnlab.training import parallel, seeds as seeds_lib, state as state_lib, tasks, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import peak_gflops  # noqa: E402
+from train_step import peak_gflops, torch_runner  # noqa: E402
 
 MODELS = {  # weight_sharing's nets (its default config)
     "ws_cnn": ("cnn", dict(features=(8, 16), kernel_size=3)),
     "ws_lcn": ("lcn", dict(features=(8, 16), kernel_size=3)),
     "ws_mlp": ("mlp", dict(hidden=(256, 256))),
 }
+TORCH_TWINS = {  # benchmarks/torch_models.py specs of the same nets (parameter counts asserted equal)
+    "ws_cnn": ("cnn", dict(features=(8, 16), kernel_size=3)),
+    "ws_lcn": ("cnn", dict(features=(8, 16), kernel_size=3, local=True)),
+    "ws_mlp": ("mlp", dict(hidden=(256, 256))),
+}
+
+
+def end_to_end(model, sets, cfg, seeds) -> tuple[float, float]:
+  """Wall seconds of len(seeds) `train.fit` runs one after another and of one `train.fit_seeds` over them (fresh
+  workdirs: checkpoints, metrics and evaluations included, compiles excluded by a warm-up of each)."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  cfg.progress, cfg.seed_group = False, len(seeds)
+  with tempfile.TemporaryDirectory() as d:
+    warm = ml_collections.ConfigDict(cfg.to_dict())
+    warm.steps = warm.checkpoint_every = 2
+    train.fit(warm, model, sets[0], f"{d}/w", seeds[0])
+    train.fit_seeds(warm, model, sets, [f"{d}/w{s}" for s in seeds], seeds)
+    t = time.perf_counter()
+    for ds, s in zip(sets, seeds):
+      train.fit(cfg, model, ds, f"{d}/single{s}", s)
+    single = time.perf_counter() - t
+    t = time.perf_counter()
+    train.fit_seeds(cfg, model, sets, [f"{d}/seeded{s}" for s in seeds], seeds)
+    return single, time.perf_counter() - t
 
 
 def config(kernels_choice: str = "auto", seed_batching: str = "auto"):
@@ -102,6 +129,8 @@ def main() -> None:
   p.add_argument("--models", default=",".join(MODELS))
   p.add_argument("--quick", action="store_true", help="fewer timed steps")
   p.add_argument("--data", default="mnist5k", help="registered dataset (weight_sharing's default: mnist5k)")
+  p.add_argument("--end-to-end", action="store_true", help="also time whole trainings: S fits vs one fit_seeds")
+  p.add_argument("--no-torch", action="store_true", help="skip the PyTorch twins")
   p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/seeds-<time>.json)")
   args = p.parse_args()
   unknown = [n for n in args.models.split(",") if n not in MODELS]
@@ -125,9 +154,12 @@ def main() -> None:
     seeded, seeded_compile = seeded_runner(model, sets, cfg, seeds)
     runners = {"single": single, "seeded": seeded}
     runners["seeded_vmap"], vmap_compile = seeded_runner(model, sets, config(seed_batching="vmap"), seeds)
-    runners["seeded_unroll"], unroll_compile = seeded_runner(model, sets, config(seed_batching="unroll"), seeds)
     if model_name == "cnn":
       runners["seeded_vmap_xla"], _ = seeded_runner(model, sets, config("xla", "vmap"), seeds)
+    n_params = analysis.count_params(model.init(jax.random.key(0), jnp.zeros((1, *ds.example_shape)))["params"])
+    twin = None if args.no_torch else torch_runner(TORCH_TWINS[name], ds.example_shape, cfg.batch_size, n_params)
+    if twin is not None:
+      runners["torch"] = lambda n, twin=twin: twin(n)
     t = interleaved(runners, steps, repeats)
     step_flops = 6 * macs * cfg.batch_size
     row = {"model": name, "seeds": len(seeds), "single_ms": 1e3 * t["single"], "seeded_ms": 1e3 * t["seeded"],
@@ -139,11 +171,14 @@ def main() -> None:
            "seeded_peak_fraction": len(seeds) * step_flops / t["seeded"] / 1e9 / peak}
     row["seeded_vmap_ms"], row["vmap_compile_s"] = 1e3 * t["seeded_vmap"], vmap_compile
     row["vmap_speedup"] = len(seeds) * t["single"] / t["seeded_vmap"]
-    row["seeded_unroll_ms"], row["unroll_compile_s"] = 1e3 * t["seeded_unroll"], unroll_compile
-    row["unroll_speedup"] = len(seeds) * t["single"] / t["seeded_unroll"]
-    print(row)
     if "seeded_vmap_xla" in t:
       row["seeded_vmap_xla_ms"] = 1e3 * t["seeded_vmap_xla"]
+    if "torch" in t:  # a PyTorch user trains the seeds one after another
+      row["torch_ms"] = 1e3 * t["torch"]
+      row["vs_torch"] = t["torch"] / min(t["seeded"], t["seeded_vmap"]) * len(seeds)
+      row["single_vs_torch"] = t["torch"] / t["single"]
+    if args.end_to_end:
+      row["fits_s"], row["fit_seeds_s"] = end_to_end(model, sets, config(seed_batching="vmap"), seeds)
     rows.append(row)
   result = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "backend": jax.default_backend(),
             "cpu_count": os.cpu_count(), "load_before": load, "load_after": os.getloadavg()[0],
@@ -155,17 +190,21 @@ def main() -> None:
     json.dump(result, f, indent=2)
   print(f"{len(seeds)} seeds, batch 64, {config().steps} steps per training; peak float32 matmul {peak:.0f} GFLOP/s; "
         f"load average {load:.1f} -> {result['load_after']:.1f} on {os.cpu_count()} cores\n")
-  print("Seeded = one program over all seeds, lax.map (`seed_batching='map'`); vmap: the same program vmapped "
-        "(the default); plain XLA: vmapped with `kernels='xla'`. ms/step of the seeded programs cover all seeds.\n")
-  print("| model | single ms/step | seeded (map) ms/step | trainings/s single | trainings/s seeded | speed-up "
-        "| % peak single / seeded | compile s single / map / vmap | vmap ms/step | vmap speed-up | vmap, plain XLA |")
+  print("Step times (ms) in one interleaved run. single: one seed's step (`fit`); seeded map / vmap: one step of "
+        "all seeds as one program (`fit_seeds`, seed_batching 'map' / 'vmap'); vmap xla: vmapped with plain XLA "
+        "ops; torch: the PyTorch twin's eager step. Speed-up: S singles (or S torch steps, seeds one after "
+        "another) over the faster seeded program.\n")
+  print("| model | single | seeded map | seeded vmap | vmap xla | torch | speed-up vs S singles | vs S torch | "
+        "% peak single / seeded | compile s single / map / vmap | end to end: S fits / fit_seeds (s) |")
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
-    xla = f"{r['seeded_vmap_xla_ms']:.1f}" if "seeded_vmap_xla_ms" in r else "-"
-    print(f"| {r['model']} | {r['single_ms']:.2f} | {r['seeded_ms']:.1f} | {r['single_trainings_per_s']:.2f} | "
-          f"{r['seeded_trainings_per_s']:.2f} | {r['speedup']:.2f}x | {100 * r['single_peak_fraction']:.1f} / "
-          f"{100 * r['seeded_peak_fraction']:.1f} | {r['single_compile_s']:.1f} / {r['seeded_compile_s']:.1f} / "
-          f"{r['vmap_compile_s']:.1f} | {r['seeded_vmap_ms']:.1f} | {r['vmap_speedup']:.2f}x | {xla} |")
+    best = min(r["seeded_ms"], r["seeded_vmap_ms"])
+    cell = lambda k, f="{:.1f}": f.format(r[k]) if k in r else "-"
+    e2e = f"{r['fits_s']:.1f} / {r['fit_seeds_s']:.1f}" if "fits_s" in r else "-"
+    print(f"| {r['model']} | {r['single_ms']:.2f} | {r['seeded_ms']:.1f} | {r['seeded_vmap_ms']:.1f} | "
+          f"{cell('seeded_vmap_xla_ms')} | {cell('torch_ms', '{:.2f}')} | {r['seeds'] * r['single_ms'] / best:.2f}x | "
+          f"{cell('vs_torch', '{:.2f}x')} | {100 * r['single_peak_fraction']:.1f} / {100 * r['seeded_peak_fraction']:.1f} | "
+          f"{r['single_compile_s']:.1f} / {r['seeded_compile_s']:.1f} / {r['vmap_compile_s']:.1f} | {e2e} |")
   print(f"\nJSON: {out}")
 
 

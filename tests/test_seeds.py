@@ -257,3 +257,11 @@ def test_eight_devices_seed_and_data_axes_match_one(digits, tmp_path):
     for k, v in flax.traverse_util.flatten_dict(jax.device_get(st.params)).items():
       np.testing.assert_allclose(multi[f"{i}/" + "/".join(k)], v, atol=1e-5, err_msg=str(k))
   np.testing.assert_allclose(multi["test_loss"], [s["test_loss"] for s in summaries], atol=1e-5)
+
+
+def test_seed_group_zero_is_one_on_cpu_and_a_group_on_accelerators(tiny_train_config):
+  tiny_train_config.seed_group = 0
+  assert train.seed_group(tiny_train_config, "cpu") == 1
+  assert train.seed_group(tiny_train_config, "gpu") == train.AUTO_SEED_GROUP > 1
+  tiny_train_config.seed_group = 4
+  assert train.seed_group(tiny_train_config, "cpu") == 4

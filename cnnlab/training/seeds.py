@@ -55,7 +55,7 @@ def restore(ckpts: Sequence[checkpoint.Checkpointer], state: Any, mesh: Mesh) ->
   return None
 
 
-BATCHING = ("vmap", "map", "unroll")
+BATCHING = ("vmap", "map")
 
 
 def batching(choice: str, mesh: Mesh) -> str:
@@ -70,15 +70,6 @@ def _over_seeds(fn: Callable, in_axes: tuple, how: str) -> Callable:
   """`fn` over the leading seed axis of the arguments whose in_axes is 0 (None: shared by every seed)."""
   if how == "vmap":
     return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="seed")
-  if how == "unroll":
-    def unrolled(*args):
-      size = next(a for a, ax in zip(args, in_axes) if ax == 0)
-      size = jax.tree.leaves(size)[0].shape[0]
-      outs = [fn(*[jax.tree.map(lambda v: v[i], a) if ax == 0 else a for a, ax in zip(args, in_axes)])
-              for i in range(size)]
-      return jax.tree.map(lambda *o: jnp.stack(o), *outs)
-
-    return unrolled
 
   def mapped(*args):
     def one(per_seed):

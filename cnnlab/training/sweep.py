@@ -74,17 +74,18 @@ def seed_groups(workdir: str, trials: Sequence[Trial]) -> list[list[int]]:
   """Indices of `trials`, grouped for training: each group one program, in the order of its first trial.
 
   Unfinished supervised trials without hooks that share the model, the config and their data's shapes train
-  together, `config.seed_group` at most (they differ in seed and in the data drawn with it; each seed keeps its
-  own draws, so grouping changes only float rounding). Every other trial is a group of its own.
+  together, `train.seed_group(config)` at most (they differ in seed and in the data drawn with it; each seed keeps
+  its own draws, so grouping changes only float rounding). Every other trial is a group of its own.
   """
   groups: dict[Any, list[list[int]]] = {}
   order: list[list[int]] = []
   for i, t in enumerate(trials):
     key = None
-    if (t.task is tasks.SUPERVISED and not t.hooks and t.config.seed_group > 1 and hasattr(t.dataset, "x_train")
+    size = train.seed_group(t.config)
+    if (t.task is tasks.SUPERVISED and not t.hooks and size > 1 and hasattr(t.dataset, "x_train")
         and not loop.finished(trial_dir(workdir, t), t.config.steps)):
       key = (t.model, t.config.to_json_best_effort(sort_keys=True), _shapes(t.dataset), t.dataset.num_classes)
-    if key is not None and key in groups and len(groups[key][-1]) < t.config.seed_group:
+    if key is not None and key in groups and len(groups[key][-1]) < size:
       groups[key][-1].append(i)
       continue
     order.append([i])

@@ -53,18 +53,30 @@ def get_config() -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"  # 'float32' | 'bfloat16': forward and backward dtype (params, optimizer stay float32)
   # Sweeps may train trials that differ only in seed (and data drawn with it) as one program with a leading seed
   # axis (`fit_seeds`): at most this many seeds per program (memory: S states and training sets); 1: one fit per
-  # seed. Off by default: on XLA:CPU the seeded programs of the small conv nets ran slower than separate fits
-  # (benchmarks/seeds.py); numbers move only by float rounding either way.
-  c.seed_group = 1
+  # seed; 0: automatic, AUTO_SEED_GROUP on GPU/TPU and 1 on CPU, where 10 seeds as one program trained slower
+  # than 10 fits for every small net measured (benchmarks/seeds.py). Numbers move only by float rounding.
+  c.seed_group = 0
   c.seed_devices = 1         # devices along the mesh's "seed" axis in a seeded training (the rest split each batch)
   c.seed_batching = "vmap"   # how a seeded program steps its seeds: 'vmap' (S-times-wider ops) | 'map' (in turn)
   return c
 
 
+AUTO_SEED_GROUP = 16  # seeds per program with `seed_group=0` on an accelerator (not yet measured on one here)
+
+
+def seed_group(config: ml_collections.ConfigDict, backend: str | None = None) -> int:
+  """Seeds a sweep trains as one program: `config.seed_group`, or for 0 the backend's automatic choice."""
+  if config.seed_group:
+    return config.seed_group
+  return 1 if (backend or jax.default_backend()) == "cpu" else AUTO_SEED_GROUP
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Rejects impossible training settings up front, as one-line `UserError`s."""
+  if not 0 <= config.seed_group <= 10**6:
+    raise UserError(f"train.seed_group must be >= 0 (0: automatic), got {config.seed_group}")
   for name in ("steps", "batch_size", "eval_batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
-               "seed_group", "seed_devices"):
+               "seed_devices"):
     if not 1 <= config[name] <= 10**9:
       raise UserError(f"train.{name} must be a positive integer (at most 1e9), got {config[name]}")
   for name in ("learning_rate", "momentum", "weight_decay", "grad_clip"):
