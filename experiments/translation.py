@@ -1,19 +1,18 @@
 """Convolution is translation-equivariant, pooling makes CNNs translation-invariant, CNNs recognise a pattern anywhere.
 
-Three measurements on real 8x8 digits centred on a larger zero canvas (16x16 by default):
-1. Equivariance error ‖f(shift(x)) − shift(f(x))‖ / ‖f(x)‖ of random-init conv stacks (depth 1-3),
-   circular vs zero padding, stride 1 vs stride 2 vs max pooling vs BlurPool, on digits and on noise.
-2. Invariance: train on centred digits, test on digits translated by 0…k pixels, for an MLP, a
-   locally-connected net, a CNN with a flatten head and a CNN with a global-average-pool head.
-3. Shift consistency (Zhang 2019): how often the predicted class agrees between two random
-   translations, with max pooling vs anti-aliased max-blur pooling (`cnnlab.models.blurpool`).
-15 trainings of 400 steps; the CLAIMS judges turn the measurements into verdicts.
+On real 8x8 digits centred on a larger zero canvas: (1) the equivariance error ‖f(shift(x)) − shift(f(x))‖ / ‖f(x)‖
+of random-init conv stacks (stride 1 / stride 2 / max pool / BlurPool, circular vs zero padding); (2) accuracy
+under test-time shifts of 0…k px of nets trained on centred digits: MLP, locally-connected net, CNNs with flatten
+or global-average-pool (GAP) heads, each max-pool CNN beside a control of equal parameters with stride-2 convs
+instead of pools; (3) shift consistency (Zhang 2019), max vs max-blur pooling. 10 seeds: 70 trainings of 400
+steps; the CLAIMS judges pair the arms by seed and add the test set's sampling error.
 
 Command:  python run.py --exp=translation
 Result:   see REPORT.md (ledger) and the run's results.md.
 """
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -22,15 +21,22 @@ import numpy as np
 
 import experiments
 from cnnlab import data, models
+from cnnlab.errors import UserError
 from cnnlab.models import blurpool
 from cnnlab.ops import shift
-from cnnlab.report import figures, ledger, rendering as reporting, tables, verdicts
+from cnnlab.report import figures, ledger, rendering as reporting, stats, tables, verdicts
 from cnnlab.runtime import prng
 from cnnlab.training import sweep, train
 
-MODEL_LABELS = {"mlp": "MLP", "lcn": "LCN (flatten head)", "cnn_flat": "CNN, max pool, flatten head",
-                "cnn_gap": "CNN, max pool, GAP head", "cnn_gap_blur": "CNN, max-blur pool, GAP head"}
-_CNNS = ("cnn_flat", "cnn_gap", "cnn_gap_blur")
+CNNS = {"cnn_flat": ("max", "flatten"), "cnn_flat_stride": ("stride", "flatten"), "cnn_gap": ("max", "gap"),
+        "cnn_gap_stride": ("stride", "gap"), "cnn_gap_blur": ("maxblur", "gap")}  # poolnet downsample, head
+_DOWN = {"max": "max pool", "stride": "stride-2 conv (no pool)", "maxblur": "max-blur pool"}
+_HEAD = {"flatten": "flatten", "gap": "GAP"}
+MODEL_LABELS = {"mlp": "MLP", "lcn": "LCN (flatten head)",
+                **{m: f"CNN, {_DOWN[d]}, {_HEAD[h]} head" for m, (d, h) in CNNS.items()}}
+# Each max-pool CNN's control: stride-2 convs in place of its pools (equal parameters and resolution): pooling alone.
+CONTROLS = {"cnn_flat": "cnn_flat_stride", "cnn_gap": "cnn_gap_stride"}
+GAP_NETS = ("cnn_gap", "cnn_gap_blur")  # the nets whose design claims invariance (GAP head)
 STACKS = ("stride1", "stride2", "maxpool", "maxblur")  # downsampling after each conv of the probe stacks
 
 
@@ -39,11 +45,8 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.data = data.get_config()
   c.data.name = "digits"           # 8x8 real digits: small enough that a canvas leaves room to translate
   c.train = train.get_config()
-  c.train.steps = 400
-  c.train.batch_size = 64
-  c.train.learning_rate = 2e-3
-  c.train.log_every = 100
-  c.train.checkpoint_every = 400
+  c.train.steps, c.train.batch_size, c.train.learning_rate = 400, 64, 2e-3
+  c.train.log_every, c.train.checkpoint_every = 100, 400
   c.canvas = 16                    # digits are centred on a canvas x canvas zero image (margin 4 each side)
   c.max_shift = 4                  # test-time translations 0..max_shift pixels (up to the margin: no cropping)
   c.consistency_shift = 3          # Zhang consistency: two random offsets in [-k, k]^2 per test image
@@ -53,9 +56,10 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.probe_features = 8             # channels of the random-init conv stacks of the equivariance probe
   c.probe_depth = 3                # conv layers of those stacks
   c.probe_examples = 64            # test images (and noise images) fed to the probe
-  c.seeds = 3                      # seeds per model (init, batch order) and per random probe stack
+  c.seeds = 10                     # seeds per model (init, batch order) and per random probe stack
+  # First seed: this run uses seeds seed_base .. seed_base + seeds - 1 (another base draws a disjoint set).
+  c.seed_base = 0
   c.exact_tol = 1e-4               # relative error below this counts as exactly equivariant (float32 rounding)
-  c.robust_ratio = 0.9             # "invariant": mean accuracy over shifts 1..k at least this fraction of shift 0
   if quick:
     c.train.steps, c.train.batch_size, c.train.eval_batch_size = 20, 32, 200
     c.train.log_every, c.train.checkpoint_every, c.train.tensorboard = 10, 20, False
@@ -63,6 +67,16 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.features, c.mlp_hidden, c.seeds = (4, 8), (32,), 2
     c.probe_stacks, c.probe_features, c.probe_depth, c.probe_examples = ("stride1", "stride2"), 4, 2, 8
   return c
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """One-line errors for impossible settings, before anything is written."""
+  if config.seeds < 1 or config.seed_base < 0 or config.max_shift < 1:
+    raise UserError("translation needs seeds >= 1, seed_base >= 0 and max_shift >= 1")
+
+
+def _seeds(config: ml_collections.ConfigDict) -> range:
+  return range(config.seed_base, config.seed_base + config.seeds)
 
 
 class ProbeStack(nn.Module):
@@ -98,7 +112,7 @@ def probe_equivariance(config: ml_collections.ConfigDict, x_digits: np.ndarray) 
     for padding in ("CIRCULAR", "SAME"):
       net = ProbeStack(config.probe_features, config.probe_depth, kind, padding)
       apply = jax.jit(net.apply)
-      for seed in range(config.seeds):
+      for seed in _seeds(config):
         with prng.classic_threefry():
           params = net.init(jax.random.key(seed), inputs["digits"][:1])
         for input_name, x in inputs.items():
@@ -113,41 +127,38 @@ def probe_equivariance(config: ml_collections.ConfigDict, x_digits: np.ndarray) 
   return rows
 
 
-def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
-  conv = dict(features=tuple(config.features), num_classes=num_classes)
-  return {"mlp": models.create("mlp", hidden=tuple(config.mlp_hidden), num_classes=num_classes),
-          "lcn": models.create("lcn", **conv),
-          "cnn_flat": models.create("poolnet", downsample="max", head="flatten", **conv),
-          "cnn_gap": models.create("poolnet", downsample="max", head="gap", **conv),
-          "cnn_gap_blur": models.create("poolnet", downsample="maxblur", head="gap", **conv)}
-
-
 def shift_scores(config: ml_collections.ConfigDict, state, ds: data.Dataset, seed: int) -> dict:
-  """A trained model's test accuracy at each shift, its robustness (shifted / unshifted) and shift consistency."""
-  rec = {f"acc_shift{s}": shift.shifted_accuracy(state, ds.x_test, ds.y_test, s, "zero", config.train.eval_batch_size)
-         for s in range(config.max_shift + 1)}
-  rec["robustness"] = float(np.mean([rec[f"acc_shift{s}"] for s in range(1, config.max_shift + 1)]) / rec["acc_shift0"])
-  rec["consistency"] = shift.consistency(state, ds.x_test, config.consistency_shift, seed=1000 + seed,
-                                         batch_size=config.train.eval_batch_size)
-  return rec
+  """A trained model's test accuracy at each shift, the accuracy it keeps under shifts, and shift consistency."""
+  bs, k = config.train.eval_batch_size, config.max_shift
+  # Per test digit: the fraction of its axis-aligned translations by s px (zero fill) classified correctly.
+  right = {s: np.mean([shift.predict(state, shift.shift(ds.x_test, o, "zero"), bs) == ds.y_test
+                       for o in shift.directions(s, 2)], axis=0) for s in range(k + 1)}
+  kept = np.mean([right[s] for s in range(1, k + 1)], axis=0) - right[0]  # per digit, shifted minus centred
+  return {**{f"acc_shift{s}": float(r.mean()) for s, r in right.items()}, "kept": float(kept.mean()),
+          "kept_se": float(kept.std(ddof=1) / math.sqrt(len(kept))),
+          "consistency": shift.consistency(state, ds.x_test, config.consistency_shift, seed=1000 + seed,
+                                           batch_size=bs)}
 
 
 def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Equivariance errors of the probe stacks; per-seed accuracy vs shift, robustness and consistency per model."""
+  """Equivariance errors of the probe stacks; per-seed accuracy vs shift, kept accuracy and consistency per model."""
   ds = shift.canvas_dataset(data.load(config.data), config.canvas)
   probe = probe_equivariance(config, ds.x_test[:config.probe_examples])
   err = sweep.group(probe, ("stack", "padding", "input", "depth", "shift"), "error")
-  nets = build_models(config, ds.num_classes)
+  conv = dict(features=tuple(config.features), num_classes=ds.num_classes)
+  nets = {"mlp": models.create("mlp", hidden=tuple(config.mlp_hidden), num_classes=ds.num_classes),
+          "lcn": models.create("lcn", **conv),
+          **{m: models.create("poolnet", downsample=d, head=h, **conv) for m, (d, h) in CNNS.items()}}
   trials = [sweep.Trial(f"{m}_s{seed}", net, ds, seed, config.train, {"model": m},
                         after_fit=functools.partial(shift_scores, config, seed=seed))
-            for seed in range(config.seeds) for m, net in nets.items()]
+            for seed in _seeds(config) for m, net in nets.items()]
   records = sweep.run_trials(workdir, trials, progress=config.train.progress)
   by_model = lambda metric: {m: v for (m,), v in sweep.group(records, ("model",), metric).items()}
   acc = {s: by_model(f"acc_shift{s}") for s in range(config.max_shift + 1)}
   return {"dataset": ds.name, "n_test": len(ds.y_test), "exact_tol": config.exact_tol,
-          "robust_ratio": config.robust_ratio, "equivariance": {" / ".join(map(str, k)): v for k, v in err.items()},
+          "equivariance": {" / ".join(map(str, k)): v for k, v in err.items()},
           "accuracy_vs_shift": {f"{m}@{s}": acc[s][m] for m in nets for s in acc},
-          "robustness": by_model("robustness"), "consistency": by_model("consistency"),
+          **{m: by_model(m) for m in ("kept", "kept_se", "consistency", "train_accuracy")},
           "params": {r["model"]: r["params"] for r in records}, "records": records, "probe": probe}
 
 
@@ -155,9 +166,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures, writes results.json, results.md and the figures to `workdir`; returns the measurements."""
   results = measure(config, workdir)
   results["smoke_test"] = config.smoke_test
-  md = render(results, config)
-  _plot(workdir, config, results)
-  return reporting.publish(workdir, results, md)
+  _plot(workdir, results)
+  return reporting.publish(workdir, results, render(results, config))
 
 
 def _shifts(results: dict) -> list[int]:
@@ -168,115 +178,113 @@ def _accuracy(results: dict, model: str, s: int) -> list[float]:
   return results["accuracy_vs_shift"][f"{model}@{s}"]
 
 
-def _exact(results: dict) -> dict[str, bool]:
-  """Per probe case: is the mean equivariance error below float rounding (`exact_tol`)?"""
-  return {k: float(np.mean(v)) < results["exact_tol"] for k, v in results["equivariance"].items()}
-
-
-def _robust(results: dict, model: str) -> bool:
-  """Does `model` keep at least `robust_ratio` of its accuracy under shifts (mean over seeds)?"""
-  return float(np.mean(results["robustness"][model])) >= results["robust_ratio"]
+def _acc_effect(v: dict, a: str, b: str, n_test: int) -> stats.Effect:
+  """Accuracy (or agreement) a minus b, paired by seed, with the test set's sampling error."""
+  return stats.with_test_set_error(stats.paired(v[a], v[b]), [np.mean(v[a]), np.mean(v[b])], n_test)
 
 
 def render(results: dict, config: ml_collections.ConfigDict) -> str:
-  """results.md: the equivariance table, accuracy vs shift, and the verdicts of CLAIMS."""
-  err, robust, consist = results["equivariance"], results["robustness"], results["consistency"]
-  depths, shifts = range(1, config.probe_depth + 1), _shifts(results)
+  """results.md: the equivariance table, accuracy vs shift, pooled minus control per shift, the verdicts."""
+  err, depths, shifts = results["equivariance"], range(1, config.probe_depth + 1), _shifts(results)
   eq_rows = [[k, "circular" if p == "CIRCULAR" else "zero", i]
              + [f"{np.mean(err[f'{k} / {p} / {i} / {d} / {s}']):.2g}" for s in ("1 px", "stride") for d in depths]
              for k in config.probe_stacks for p in ("CIRCULAR", "SAME") for i in ("digits", "noise")]
-  exact = _exact(results)
-  conv_exact = all(exact[f"stride1 / CIRCULAR / {i} / {d} / 1 px"] for i in ("digits", "noise") for d in depths)
-  gap_beats = {m: verdicts.clearly_greater(robust["cnn_gap"], robust[m]) for m in ("mlp", "lcn", "cnn_flat")}
-  yn = lambda b: "yes" if b else "no"
+  pct = lambda v: reporting.fmt_mean_std(v, 100)
+  pairs = [(a, b) for a, b in CONTROLS.items() if b in results["kept"]]
+  ci = lambda e: "{:+.1f} [{:+.1f}, {:+.1f}]".format(*(100 * v for v in (e.estimate, *e.interval())))
   return "".join([
       f"# Translation: equivariance, invariance and where they break (`{results['dataset']}`)\n\n",
-      f"{config.seeds} seeds; {config.train.steps} Adam steps of batch {config.train.batch_size} on centred "
-      f"digits; {results['n_test']} test digits. Accuracies in %, mean ± std over seeds.\n\n",
+      f"{config.seeds} seeds from seed {config.seed_base}; {config.train.steps} Adam steps of batch "
+      f"{config.train.batch_size} on centred digits; {results['n_test']} test digits. Accuracies in %, mean ± std "
+      "over seeds; intervals are 95 % CIs, paired by seed, with the test set's sampling error.\n\n",
       "## 1. Equivariance error of random-init conv stacks\n\n",
-      "‖f(shift(x)) − shift(f(x))‖ / ‖f(x)‖ after each conv layer (mean over seeds). A shift of 1 px and a "
-      "shift by the layer's total stride (stride1: 1 px). When the shift is not a multiple of the stride, "
-      "the best of the two nearest integer output shifts is used.\n\n",
+      "‖f(shift(x)) − shift(f(x))‖ / ‖f(x)‖ after each conv layer (mean over seeds), for a 1 px shift and one by the "
+      "layer's total stride (else the better of the two nearest integer output shifts).\n\n",
       reporting.markdown_table(["stack", "padding", "input"] + [f"1 px, layer {d}" for d in depths]
                                + [f"stride, layer {d}" for d in depths], eq_rows),
       "\n## 2. Accuracy vs test-time translation (trained on centred digits)\n\n",
       reporting.markdown_table(
-          ["model", "params"] + [f"shift {s}" for s in shifts] + ["robustness", "consistency"],
-          [[MODEL_LABELS[m], results["params"][m]]
-           + [reporting.fmt_mean_std(_accuracy(results, m, s), 100) for s in shifts]
-           + [reporting.fmt_mean_std(robust[m], 1, 2), reporting.fmt_mean_std(consist[m], 100)]
-           for m in MODEL_LABELS]),
-      f"\nShift s: accuracy averaged over the 4 axis-aligned translations by s px (zero fill). Robustness: mean "
-      f"accuracy over shifts 1..{config.max_shift} divided by accuracy at 0. Consistency (Zhang 2019): % of test "
-      f"digits whose predicted class is the same under two random translations in [-{config.consistency_shift}, "
-      f"{config.consistency_shift}]².\n\n",
+          ["model", "params", "train"] + [f"shift {s}" for s in shifts] + ["kept (pts)", "consistency"],
+          [[MODEL_LABELS[m], results["params"][m], pct(results["train_accuracy"][m])]
+           + [pct(_accuracy(results, m, s)) for s in shifts]
+           + [reporting.fmt_mean_std(results["kept"][m], 100), pct(results["consistency"][m])]
+           for m in results["kept"]]),
+      f"\nShift s: mean accuracy over the 4 axis-aligned s px translations (zero fill). Kept: mean over shifts "
+      f"1..{config.max_shift} minus shift 0. Consistency (Zhang 2019): % of test digits predicted alike under two "
+      f"random translations in [-{config.consistency_shift}, {config.consistency_shift}]².\n\n",
+      "## 3. Pooled CNN minus its stride-2 control, test accuracy per shift (pts)\n\n",
+      reporting.markdown_table(["head"] + [f"shift {s}" for s in shifts],
+                               [[_HEAD[CNNS[a][1]]] + [ci(_acc_effect({m: _accuracy(results, m, s) for m in (a, b)},
+                                                                      a, b, results["n_test"])) for s in shifts]
+                                for a, b in pairs]),
+      f"\nEach pool and each stride-2 conv subsamples by 2: after {len(config.features)} stages a shift by "
+      f"{2 ** len(config.features)} px moves the feature map by one position; smaller shifts fall between.\n\n",
       tables.verdicts_section(CLAIMS, results),
-      f"\nError < {config.exact_tol:g} in {sum(exact.values())}/{len(exact)} probe cases. Stride-1 conv with "
-      f"circular padding is exact at every depth: {yn(conv_exact)}; strided subsampling (stride 2, pooling) breaks "
-      "equivariance for shifts that are not multiples of the total stride, and zero padding breaks it at the border "
-      "when content reaches the border (noise).\n",
-      f"Robustness ≥ {config.robust_ratio} for {sum(_robust(results, m) for m in _CNNS)}/{len(_CNNS)} CNN "
-      "variants. CNN+GAP clearly more robust than: "
-      + ", ".join(f"{MODEL_LABELS[m]} {yn(v)}" for m, v in gap_beats.items()) + ".\n",
-      "\n![accuracy vs shift](accuracy_vs_shift.png)\n\n![equivariance](equivariance.png)\n"])
+      "\n![accuracy vs shift](accuracy_vs_shift.png)\n"])
 
 
-def _plot(workdir: str, config: ml_collections.ConfigDict, results: dict) -> None:
-  fig, ax = reporting.new_figure(figsize=(6, 4))
-  shifts, err = _shifts(results), results["equivariance"]
-  # Population std (ddof=0) in these error bars, as this plot has always drawn them; the tables use ddof=1.
+def _plot(workdir: str, results: dict) -> None:
+  fig, ax, shifts = *reporting.new_figure(figsize=(6, 4)), _shifts(results)
   figures.errorbar_curves(ax, shifts, {MODEL_LABELS[m]: [_accuracy(results, m, s) for s in shifts]
-                                       for m in MODEL_LABELS}, scale=100, ddof=0, logx=False,
+                                       for m in results["kept"]}, scale=100, logx=False,
                           xlabel="test-time translation (px)", ylabel="test accuracy (%)")
   reporting.save_figure(fig, workdir, "accuracy_vs_shift")
-  fig, ax = reporting.new_figure(figsize=(7, 4))
-  depths = range(1, config.probe_depth + 1)
-  for k in config.probe_stacks:
-    for p, ls in (("CIRCULAR", "-"), ("SAME", "--")):
-      ax.plot(depths, [max(np.mean(err[f"{k} / {p} / noise / {d} / 1 px"]), 1e-8) for d in depths], ls, marker="o",
-              label=f"{k}, {'circular' if p == 'CIRCULAR' else 'zero'} pad")
-  ax.set_yscale("log")
-  ax.set_xlabel("conv layer")
-  ax.set_ylabel("equivariance error, 1 px shift (noise input)")
-  ax.legend(fontsize=7)
-  ax.grid(alpha=0.3)
-  reporting.save_figure(fig, workdir, "equivariance")
 
 
 def _judge_equivariance(results: dict) -> ledger.Finding:
   err = results["equivariance"]
+  exact = [float(np.mean(v)) < results["exact_tol"] for v in err.values()]  # below float rounding: exact
   stacks = dict.fromkeys(k.split(" / ")[0] for k in err)  # probe stacks present, in order
   means = {st: float(np.mean([np.mean(v) for k, v in err.items() if k.startswith(f"{st} / CIRCULAR")]))
            for st in stacks}
   return ledger.Finding("relative error of circular-padded random conv stacks: " + ", ".join(
       f"{st} {e:.1e}" if e < 1e-3 else f"{st} {e:.2f}" for st, e in means.items()) + " (exact only without "
-      "subsampling)", verdicts.from_counts(*verdicts.count_true(_exact(results))))
+      "subsampling)", verdicts.from_counts(*verdicts.count_true(exact)))
 
 
-_SHORT = {"mlp": "MLP", "lcn": "LCN", "cnn_flat": "CNN+flatten", "cnn_gap": "CNN+GAP",
-          "cnn_gap_blur": "CNN+GAP+BlurPool"}
+def _kept(results: dict, a: str, b: str | None = None) -> stats.Effect:
+  """Accuracy kept under shifts by `a` (minus `b`'s, paired by seed), with the test set's sampling error."""
+  # Kept accuracy is a per-digit difference: its test-set error is the standard error over digits measured with it
+  # (the seeds share one test set: their mean's is the mean); two nets' are added as if independent.
+  kept, se = results["kept"], results["kept_se"]
+  e = stats.paired(kept[a], kept[b] if b else np.zeros(len(kept[a])))
+  return stats.with_fixed_variance(e, sum(np.mean(se[m]) ** 2 for m in (a, b) if m))
 
 
-def _kept(results: dict, models_) -> str:
-  return (f"fraction of accuracy kept under 1-{_shifts(results)[-1]} px shifts: "
-          + ", ".join(f"{_SHORT[m]} {np.mean(results['robustness'][m]):.2f}" for m in models_))
+# A point of accuracy: a smaller gain is within what retuning the learning rate moves, not "makes it invariant".
+_RULE_POOLING = stats.Rule("accuracy kept under 1-k px shifts (shifted minus centred test accuracy, fraction), "
+                           "max-pool CNN minus the same CNN with stride-2 convs in place of its pools (equal "
+                           "parameters), paired by seed, flatten and GAP heads, with the test set's sampling error",
+                           "greater", 0.01)
+# "Wherever it appears": moving the digit may cost at most 2 points, a loss no reader would call failing to recognise.
+_RULE_ANYWHERE = stats.Rule("accuracy kept under 1-k px shifts (fraction) by the nets built to be invariant, "
+                            "GAP-head CNNs with max and max-blur pooling, with the test set's sampling error",
+                            "equivalent", 0.02)
+# A point of agreement, the accuracy claims' least effect: "more consistent" must show in 1 prediction in 100.
+_RULE_BLURPOOL = stats.Rule("shift consistency (fraction), max-blur minus max pooling (GAP heads), paired by seed, "
+                            "with the test set's sampling error", "greater", 0.01)
 
 
 def _judge_pooling_invariance(results: dict) -> ledger.Finding:
-  # The flatten-head CNN isolates pooling: its only translation-tolerant parts are the two max pools.
-  return ledger.Finding(_kept(results, list(results["robustness"])), verdicts.from_flag(_robust(results, "cnn_flat")))
+  pairs = [(a, b) for a, b in CONTROLS.items() if b in results["kept"]]
+  verdict, figure = stats.judge(_RULE_POOLING, [(f"{_HEAD[CNNS[a][1]]} head", _kept(results, a, b))
+                                                for a, b in pairs], scale=100, unit=" pts")
+  kept = ", ".join(f"{m} {100 * np.mean(results['kept'][m]):+.1f}" for a, b in pairs for m in (a, b))
+  return ledger.Finding(f"accuracy kept under shifts (pts): {kept}; pooled minus stride-2 control: {figure}", verdict)
 
 
 def _judge_anywhere(results: dict) -> ledger.Finding:
-  held = verdicts.count_true([_robust(results, m) for m in _CNNS])
-  return ledger.Finding(_kept(results, _CNNS), verdicts.from_counts(*held))
+  verdict, figure = stats.judge(_RULE_ANYWHERE, [(MODEL_LABELS[m], _kept(results, m)) for m in GAP_NETS],
+                                scale=100, unit=" pts")
+  return ledger.Finding(f"accuracy kept under 1-{_shifts(results)[-1]} px shifts: {figure}", verdict)
 
 
 def _judge_blurpool(results: dict) -> ledger.Finding:
   c = results["consistency"]
+  e = _acc_effect(c, "cnn_gap_blur", "cnn_gap", results["n_test"])
+  verdict, figure = stats.judge(_RULE_BLURPOOL, [("max-blur minus max", e)], scale=100, unit=" pts")
   return ledger.Finding(f"shift consistency {reporting.fmt_mean_std(c['cnn_gap'], 100)} % (max pool) vs "
-                        f"{reporting.fmt_mean_std(c['cnn_gap_blur'], 100)} % (max-blur pool)",
-                        verdicts.from_flag(verdicts.clearly_greater(c["cnn_gap_blur"], c["cnn_gap"])))
+                        f"{reporting.fmt_mean_std(c['cnn_gap_blur'], 100)} % (max-blur pool); {figure}", verdict)
 
 
 CLAIMS = [
@@ -286,13 +294,13 @@ CLAIMS = [
                  "stride 2, pooling; circular and zero padding); a case holds below float rounding (1e-4)",
                  _judge_equivariance),
     ledger.Claim("pooling_invariance", "Pooling makes a CNN's prediction invariant to small translations.",
-                 "Goodfellow et al. 2016, ch. 9.3; CNN explainers", "test accuracy under 1-4 px shifts of a max-pool "
-                 "CNN with a flatten head trained on centred digits; supported if it keeps >= 90% of its accuracy",
-                 _judge_pooling_invariance),
+                 "Goodfellow et al. 2016, ch. 9.3; CNN explainers", "test accuracy kept under 1-4 px shifts by "
+                 "max-pool CNNs trained on centred digits vs equal-parameter controls without pools",
+                 _judge_pooling_invariance, rule=_RULE_POOLING),
     ledger.Claim("recognise_anywhere", "A CNN recognises a pattern wherever it appears in the image.",
-                 "CNN explainers", "each CNN variant (flatten head, GAP head, GAP + BlurPool) keeps >= 90% of its "
-                 "accuracy under 1-4 px shifts", _judge_anywhere),
+                 "CNN explainers", "test accuracy kept under 1-4 px shifts by GAP-head CNNs trained on centred "
+                 "digits; supported if equivalent to no loss (TOST)", _judge_anywhere, rule=_RULE_ANYWHERE),
     ledger.Claim("blurpool_consistency", "Anti-aliasing before subsampling (BlurPool) makes CNNs more shift-"
                  "consistent.", "Zhang 2019", "how often the predicted class agrees between two random shifts, "
-                 "max-blur vs max pooling, > 2 standard errors apart", _judge_blurpool),
+                 "max-blur vs max pooling", _judge_blurpool, rule=_RULE_BLURPOOL),
 ]

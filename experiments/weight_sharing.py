@@ -19,7 +19,7 @@ import experiments
 from cnnlab import data, models
 from cnnlab.ops import analysis
 from cnnlab.report import figures, ledger, rendering as reporting, stats, tables, verdicts
-from cnnlab.training import inference, sweep, train
+from cnnlab.training import inference, sweep, train, tuning
 from cnnlab.errors import UserError
 
 MODEL_LABELS = {"cnn": "CNN (local + shared)", "lcn": "LCN (local, unshared)", "mlp": "MLP (dense)"}
@@ -42,6 +42,9 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # First seed: this run uses seeds seed_base .. seed_base + seeds - 1 (another base draws a disjoint set).
   c.seed_base = 0
   c.factor = 10.0                  # "far more parameter-efficient": at least this many times fewer parameters
+  # Adam rates tried per model on a validation split of the full training set (cnnlab.training.tuning); each
+  # model then trains at its own best rate at every size. (): every model at train.learning_rate.
+  c.lr_grid = (3e-4, 1e-3, 3e-3)
   if quick:
     c.data.name = "digits"
     c.train.steps = 20
@@ -53,6 +56,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.seeds = 2
     c.features = (4, 8)
     c.mlp_hidden = (32, 32)
+    c.lr_grid = (1e-3, 3e-3)
   return c
 
 
@@ -68,6 +72,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(f"weight_sharing: seed_base must be >= 0, got {config.seed_base}")
   if config.seeds < 1 or not config.train_fractions or not config.features or config.kernel_size < 1:
     raise UserError("weight_sharing needs seeds >= 1, at least one train fraction and conv stage, kernel_size >= 1")
+  if config.lr_grid:
+    tuning.check_grid(config.lr_grid)
   if not all(0 < f <= 1 for f in config.train_fractions):
     raise UserError(f"train_fractions must lie in (0, 1], got {tuple(config.train_fractions)}")
 
@@ -81,12 +87,16 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Conv layers shared vs unshared: same shapes in and out, so the ratio is the price of not sharing.
   conv_rows = [[c["layer"], c["params"], l["params"], l["params"] / c["params"]]
                for c, l in zip(layers["cnn"], layers["lcn"]) if c["layer"].startswith("conv")]
+  rates = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress)
+           if config.lr_grid else {})
+  train_config = {name: tuning.with_rate(config.train, rates[name]["chosen"]) if rates else config.train
+                  for name in nets}
   trials = []
   for fraction in config.train_fractions:
     for seed in range(config.seed_base, config.seed_base + config.seeds):
       subset = data.subsample(ds, fraction, seed)
       for name, net in nets.items():
-        trials.append(sweep.Trial(f"{name}_f{fraction}_s{seed}", net, subset, seed, config.train,
+        trials.append(sweep.Trial(f"{name}_f{fraction}_s{seed}", net, subset, seed, train_config[name],
                                   {"model": name, "fraction": fraction, "n_train": len(subset.y_train)},
                                   after_fit=inference.test_correct))
   records = sweep.run_trials(workdir, trials, progress=config.train.progress)
@@ -97,7 +107,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "conv_layers": conv_rows, "test_accuracy": {f"{m}@{f}": v for (m, f), v in test.items()},
           "train_accuracy": {f"{m}@{f}": v for (m, f), v in train_acc.items()},
           "test_correct": {f"{m}@{f}": v for (m, f), v in correct.items()},
-          "n_train": {str(r["fraction"]): r["n_train"] for r in records}, "records": records}
+          "n_train": {str(r["fraction"]): r["n_train"] for r in records}, "learning_rates": rates,
+          "records": records}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -119,7 +130,7 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
   return "".join([
       f"# Weight sharing: CNN vs locally-connected net vs MLP on `{results['dataset']}`\n",
       f"{config.seeds} seeds per cell (from seed {config.seed_base}), {config.train.steps} Adam steps of batch "
-      f"{config.train.batch_size}; test set: {results['n_test']} examples.\n",
+      f"{config.train.batch_size}; test set: {results['n_test']} examples. {_rates_line(results)}\n",
       "## Parameters\n",
       reporting.markdown_table(["model", "parameters", "x CNN"],
                                [[MODEL_LABELS[m], params[m], f"{params[m] / params['cnn']:.1f}"] for m in MODEL_LABELS]),
@@ -136,6 +147,18 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
                                [[c, label, *_interval(e)] for c, label, e in effects]),
       "\n", tables.verdicts_section(CLAIMS, results),
       "\n![accuracy vs training-set size](accuracy_vs_size.png)\n"])
+
+
+def _rates_line(results: dict) -> str:
+  """Each model's learning rate and how it was chosen (validation accuracy per rate)."""
+  rates = results.get("learning_rates") or {}
+  if not rates:
+    return "Every model at the configured learning rate (no tuning)."
+  n = next(iter(rates.values()))["n_validation"]
+  cells = [f"{MODEL_LABELS[m].split()[0]} {r['chosen']:g} (" + ", ".join(
+      f"{k}: {100 * v:.1f} %" for k, v in r["validation_accuracy"].items()) + ")" for m, r in rates.items()]
+  return (f"Learning rate per model, chosen on a {n}-example validation split of the training set (never the test "
+          "set), validation accuracy per rate: " + "; ".join(cells) + ".")
 
 
 def _interval(e: stats.Effect) -> list[str]:

@@ -112,6 +112,27 @@ def test_lcn_has_more_params_than_cnn_with_same_shapes():
       analysis.count_params(analysis.abstract_variables(cnn, (1, 28, 28, 1))["params"])
 
 
+@pytest.mark.parametrize("name", ["deep_mlp", "deep_cnn"])
+def test_deep_nets_kernel_init(name):
+  x = jnp.zeros((2, 8, 8, 1))
+  init = lambda **kw: models.create(name, depth=3, width=8, **kw).init(jax.random.key(0), x)["params"]
+  default = init()
+  # 'lecun' is flax's default: the same weights as a net built before the field existed.
+  jax.tree.map(np.testing.assert_array_equal, default, init(kernel_init="lecun"))
+  he, orth = init(kernel_init="he"), init(kernel_init="orthogonal")
+  k = np.asarray(he["blocks"]["layer"]["kernel"])  # (depth, ..., fan_in, width)
+  fan_in = int(np.prod(k.shape[1:-1]))
+  assert 1.5 < k.var() * fan_in < 2.5  # He: variance 2 / fan-in (LeCun's is 1 / fan-in)
+  np.testing.assert_array_equal(he["head"]["kernel"], default["head"]["kernel"])  # the linear head keeps LeCun
+  w = np.asarray(orth["blocks"]["layer"]["kernel"][0])
+  if name == "deep_cnn":  # delta-orthogonal (Xiao et al. 2018): zero outside the centre tap
+    assert np.abs(w).sum() == pytest.approx(np.abs(w[1, 1]).sum())
+    w = w[1, 1]
+  np.testing.assert_allclose(w.T @ w, 2 * np.eye(8), atol=1e-5)  # orthogonal with gain sqrt 2 (ReLU)
+  with pytest.raises(UserError, match="kernel_init"):
+    init(kernel_init="xavier")
+
+
 def test_cnn_works_on_1d_signals():
   model = models.create("cnn", features=(4, 8))
   x = jnp.ones((3, 40, 1))

@@ -6,7 +6,12 @@ Both are stem -> `depth` blocks -> head, so the two families differ only in the 
   residual: h = h + act(norm(layer(h)))
 with norm = BatchNorm (momentum 0.9) or identity. The blocks are one `nn.scan` named "blocks": every
 parameter has a leading axis of size `depth`, so per-block gradient norms are norms along that axis.
+`kernel_init` draws the stem's and blocks' weights (the layers a ReLU follows; the linear head keeps LeCun):
+'lecun' (flax's default, variance 1/fan-in), 'he' (2/fan-in, He et al. 2015), or 'orthogonal' (gain sqrt 2:
+orthogonal Dense kernels, delta-orthogonal conv kernels, Xiao et al. 2018).
 """
+
+import math
 
 import flax.linen as nn
 
@@ -15,6 +20,18 @@ from cnnlab.errors import UserError
 from cnnlab.models import register
 
 NORMS = ("none", "batch")
+INITS = ("lecun", "he", "orthogonal")
+
+
+def kernel_initializer(name: str, kind: str) -> nn.initializers.Initializer:
+  """The initializer `name` (one of INITS) for a 'dense' or 'conv' layer followed by a ReLU."""
+  if name == "lecun":
+    return nn.linear.default_kernel_init  # what nn.Dense and nn.Conv draw by default
+  if name == "he":
+    return nn.initializers.he_normal()
+  if name == "orthogonal":  # gain sqrt 2 for ReLU; a conv's kernel is zero outside its centre tap
+    return (nn.initializers.orthogonal if kind == "dense" else nn.initializers.delta_orthogonal)(math.sqrt(2))
+  raise UserError(f"unknown kernel_init {name!r}; use one of {INITS}")
 
 
 class _Block(nn.Module):
@@ -25,13 +42,15 @@ class _Block(nn.Module):
   residual: bool
   train: bool
   conv: layers.ModuleDef = nn.Conv
+  kernel_init: str = "lecun"  # one of INITS
 
   @nn.compact
   def __call__(self, h, _):
+    init = kernel_initializer(self.kernel_init, self.kind)
     if self.kind == "dense":
-      y = nn.Dense(self.width, name="layer")(h)
+      y = nn.Dense(self.width, kernel_init=init, name="layer")(h)
     else:
-      y = self.conv(self.width, (3,) * layers.spatial_dims(h), padding="SAME", name="layer")(h)
+      y = self.conv(self.width, (3,) * layers.spatial_dims(h), padding="SAME", kernel_init=init, name="layer")(h)
     if self.norm == "batch":
       y = nn.BatchNorm(use_running_average=not self.train, momentum=0.9, name="bn")(y)
     elif self.norm != "none":
@@ -41,12 +60,12 @@ class _Block(nn.Module):
 
 
 def _blocks(kind: str, width: int, norm: str, residual: bool, train: bool, depth: int,
-            conv: layers.ModuleDef = nn.Conv) -> nn.Module:
+            conv: layers.ModuleDef = nn.Conv, kernel_init: str = "lecun") -> nn.Module:
   # nn.scan stacks the blocks' parameters on a leading axis of size `depth`: one compiled block body,
   # so compile time does not grow with depth (an unrolled 32-block CNN took minutes to compile here).
   scanned = nn.scan(_Block, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
                     length=depth)
-  return scanned(kind, width, norm, residual, train, conv, name="blocks")
+  return scanned(kind, width, norm, residual, train, conv, kernel_init, name="blocks")
 
 
 @register("deep_mlp")
@@ -57,11 +76,14 @@ class DeepMLP(nn.Module):
   norm: str = "none"
   residual: bool = False
   num_classes: int = 10
+  kernel_init: str = "lecun"  # the stem's and blocks' weights: one of INITS
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    h = nn.relu(nn.Dense(self.width, name="stem")(layers.flatten(x)))
-    h, _ = _blocks("dense", self.width, self.norm, self.residual, train, self.depth)(h, None)
+    init = kernel_initializer(self.kernel_init, "dense")
+    h = nn.relu(nn.Dense(self.width, kernel_init=init, name="stem")(layers.flatten(x)))
+    h, _ = _blocks("dense", self.width, self.norm, self.residual, train, self.depth,
+                   kernel_init=self.kernel_init)(h, None)
     return nn.Dense(self.num_classes, name="head")(h)
 
 
@@ -75,10 +97,13 @@ class DeepCNN(nn.Module):
   num_classes: int = 10
   conv: layers.ModuleDef = nn.Conv        # the stem's conv
   block_conv: layers.ModuleDef = nn.Conv  # the blocks' conv, run inside nn.scan
+  kernel_init: str = "lecun"              # the stem's and blocks' weights: one of INITS
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     d = layers.spatial_dims(x)
-    h = nn.relu(self.conv(self.width, (3,) * d, padding="SAME", name="stem")(x))
-    h, _ = _blocks("conv", self.width, self.norm, self.residual, train, self.depth, self.block_conv)(h, None)
+    init = kernel_initializer(self.kernel_init, "conv")
+    h = nn.relu(self.conv(self.width, (3,) * d, padding="SAME", kernel_init=init, name="stem")(x))
+    h, _ = _blocks("conv", self.width, self.norm, self.residual, train, self.depth, self.block_conv,
+                   self.kernel_init)(h, None)
     return nn.Dense(self.num_classes, name="head")(layers.global_avg_pool(h))
