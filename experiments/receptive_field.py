@@ -2,14 +2,14 @@
 
 Measures, for every layer of the AlexNet, VGG-16 and cnnlab CNN geometries, the analytic field and the non-zero
 region of the gradient of one output unit; the field and parameter count of plain vs exponentially dilated 3x3
-stacks per depth; and the effective field (mean |gradient|) of a small CNN's last conv before and after training
-(300 steps on mnist5k). The CLAIMS judges compare the analytic and measured fields.
+stacks per depth; and the effective field (mean |gradient|) of a small CNN's last conv at init and after training
+(300 steps on mnist5k, per seed). The CLAIMS judges compare analytic and measured fields (exact: no seeds).
 
 Command: python run.py --exp=receptive_field
 Result:  see REPORT.md (ledger) and the run's results.md.
 """
 
-import os
+import functools
 from typing import Any
 
 import jax
@@ -19,11 +19,9 @@ import numpy as np
 
 import experiments
 from cnnlab import data, kernels, models
-from cnnlab.ops import analysis
-from cnnlab.report import ledger, rendering as reporting, tables, verdicts
-from cnnlab.runtime import prng
-from cnnlab.training import train
-from cnnlab.ops import receptive_field as rfl
+from cnnlab.ops import analysis, receptive_field as rfl
+from cnnlab.report import ledger, rendering as reporting, stats, tables, verdicts
+from cnnlab.training import parallel, state as state_lib, sweep, tasks, train
 from cnnlab.errors import UserError
 from cnnlab.ops.receptive_field import Layer
 
@@ -32,11 +30,12 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   """The standard config; `quick` shrinks it for smoke tests."""
   c = experiments.new_config(quick)
   c.stacks = "alexnet,vgg16,cnn"  # geometries whose per-layer field is computed and measured
-  c.seed = 0                   # initialisation and batch order of the trained CNN
+  c.seeds = 10                 # trainings of the CNN (init and batch order), each ERF compared with its own init's
+  c.seed_base = 0              # first seed: this run uses seeds seed_base .. seed_base + seeds - 1 (another base draws
+                               # a disjoint set)
   c.features = "16,32,32"      # conv widths of the cnnlab CNN (conv3-relu-maxpool2 per stage)
   c.erf_images = 128           # test images averaged for the effective receptive field
   c.erf_fraction = 0.9         # the ERF's size: fewest pixels / disc radius holding this much |gradient|
-  c.untrained_inits = 5        # fresh inits whose ERF spread the trained ERF is compared with
   c.max_depth = 6              # dilated vs plain 3x3 stacks of depth 1..max_depth
   c.stack_channels = 16        # channels of those stacks (for their parameter counts)
   c.data = data.get_config()   # dataset of the trained CNN (see cnnlab.data)
@@ -45,13 +44,18 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.train.batch_size = 64
   c.train.log_every = 100
   c.train.checkpoint_every = 300
-  c.train.tensorboard = False
-  c.train.progress = False
+  c.train.tensorboard = c.train.progress = False
   if quick:
-    c.stacks, c.features, c.erf_images, c.max_depth, c.untrained_inits = "cnn", "4,8,8", 8, 3, 2
+    c.stacks, c.features, c.erf_images, c.max_depth, c.seeds = "cnn", "4,8,8", 8, 3, 2
     c.train.steps = c.train.checkpoint_every = 4
     c.train.batch_size = 32
   return c
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """One-line UserErrors for impossible seed settings."""
+  if config.seeds < 1 or config.seed_base < 0:
+    raise UserError(f"receptive_field needs seeds >= 1 and seed_base >= 0, got {config.seeds}, {config.seed_base}")
 
 
 def alexnet_geometry() -> list[Layer]:
@@ -113,8 +117,15 @@ def _erf_fn(model, layer: str, centre: tuple[int, int]):
   return jax.jit(erf)  # One compile serves the untrained and the trained params.
 
 
+def _describe(m: np.ndarray, field_area: int, fraction: float) -> dict[str, Any]:
+  (r0, r1), (c0, c1) = rfl.nonzero_extent(m)
+  area = rfl.mass_area(m, fraction)
+  return {"support_rows": (r0, r1), "support_cols": (c0, c1), "mass_area": area,
+          "mass_area_fraction": area / field_area, "mass_radius": rfl.mass_radius(m, fraction)}
+
+
 def effective_fields(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """ERF of the CNN's last conv before and after training."""
+  """ERF of the CNN's last conv at its init and after training, per seed (paired: the same init)."""
   ds = data.load(config.data)
   features = tuple(int(v) for v in config.features.split(","))
   model = models.create("cnn", features=features, num_classes=ds.num_classes)
@@ -125,46 +136,42 @@ def effective_fields(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   out = rfl.output_size(conv_geometry, side)
   centre = (out // 2, out // 2)
   lo, hi = rfl.unit_field(conv_geometry, centre[0])
-  state, summary = train.fit(config.train, model, ds, os.path.join(workdir, "train"), config.seed)
   x = ds.x_test[:config.erf_images]
-  erf = _erf_fn(kernels.specialise(model, config.train.kernels), last_conv, centre)  # as fit ran it
-  # Untrained: fresh inits of the same model, drawn as train.fit draws its init (fast to compile on XLA:CPU).
-  init = jax.jit(model.init)
-  with prng.classic_threefry():
-    maps = {f"untrained (init {i})": np.asarray(erf(init({"params": jax.random.key(config.seed + 1 + i)},
-                                                          jnp.zeros((1, *ds.example_shape)))["params"], x))
-            for i in range(config.untrained_inits)}
-  maps["trained"] = np.asarray(erf(state.params, x))
+  net = kernels.specialise(model, config.train.kernels)  # as fit runs it
+  erf = _erf_fn(net, last_conv, centre)  # One compile serves the untrained and the trained params.
+  tx = state_lib.make_optimizer(config.train)
+
+  def maps(seed, state, _):  # the untrained params are the fit's own init: fit draws them from the same key
+    init = state_lib.create_train_state(net, tx, tasks.SUPERVISED.keys(seed)[0], ds.example_shape,
+                                        parallel.make_mesh())
+    return {"maps": {"untrained": np.asarray(erf(init.params, x)), "trained": np.asarray(erf(state.params, x))}}
+
+  seeds = range(config.seed_base, config.seed_base + config.seeds)
+  records = sweep.run_trials(workdir, [sweep.Trial(f"cnn_s{s}", model, ds, s, config.train, {},
+                                                   after_fit=functools.partial(maps, s)) for s in seeds],
+                             progress=False)
   rf_area = (min(hi, side - 1) - max(lo, 0) + 1) ** 2
-  stats = {}
-  for name, m in maps.items():
-    (r0, r1), (c0, c1) = rfl.nonzero_extent(m)
-    area = rfl.mass_area(m, config.erf_fraction)
-    stats[name] = {"support_rows": (r0, r1), "support_cols": (c0, c1), "mass_area": area,
-                   "mass_area_fraction": area / rf_area,
-                   "mass_radius": rfl.mass_radius(m, config.erf_fraction)}
+  per_seed = [{"seed": r["seed"], "train_accuracy": r["train_accuracy"], "test_accuracy": r["test_accuracy"],
+               **{k: _describe(m, rf_area, config.erf_fraction) for k, m in r["maps"].items()}} for r in records]
   return {"dataset": ds.name, "model_features": features, "layer": last_conv, "unit": centre, "input_side": side,
-          "field": (lo, hi), "field_on_input_area": rf_area, "train_summary": summary, "stats": stats,
-          "maps": {k: maps[k] for k in (next(iter(maps)), "trained")}}
+          "field": (lo, hi), "field_on_input_area": rf_area, "steps": config.train.steps, "per_seed": per_seed,
+          "maps": records[0]["maps"]}
 
 
-def support_inside_field(erf: dict, name: str) -> bool:
-  """Does the non-zero gradient of ERF map `name` lie inside the theoretical field (clipped to the input)?"""
-  (r0, r1), (c0, c1), (lo, hi) = erf["stats"][name]["support_rows"], erf["stats"][name]["support_cols"], erf["field"]
+def support_inside_field(erf: dict, s: dict) -> bool:
+  """Does the non-zero gradient of one ERF map (its `_describe` entry `s`) lie inside the field (clipped)?"""
+  (r0, r1), (c0, c1), (lo, hi) = s["support_rows"], s["support_cols"], erf["field"]
   return max(lo, 0) <= min(r0, c0) and max(r1, c1) <= min(hi, erf["input_side"] - 1)
 
 
-def erf_change(stats: dict[str, dict]) -> str:
-  """Did training change the ERF's 90%-mass area beyond two standard deviations of the untrained inits? (in words)"""
-  areas = [s["mass_area"] for k, s in stats.items() if k.startswith("untrained")]
-  mean, std = reporting.mean_std(areas)
-  trained = stats["trained"]["mass_area"]
-  spread = f"{trained} px trained vs {mean:.0f} ± {std:.0f} px over {len(areas)} untrained inits"
-  if trained > mean + 2 * std:
-    return f"training grew the effective field ({spread})"
-  if trained < mean - 2 * std:
-    return f"training shrank the effective field ({spread})"
-  return f"training did not change the effective field beyond the spread of untrained inits ({spread})"
+def erf_change(per_seed: list[dict]) -> str:
+  """Training's effect on the ERF's 90%-mass area, paired by seed (trained vs its own init), in words."""
+  trained, untrained = ([p[k]["mass_area"] for p in per_seed] for k in ("trained", "untrained"))
+  e = stats.paired(trained, untrained)
+  lo, hi = e.interval()
+  what = "grew" if lo > 0 else "shrank" if hi < 0 else "did not detectably change"
+  return (f"training {what} the effective field: {np.mean(trained):.0f} px trained vs {np.mean(untrained):.0f} px "
+          f"at init, paired difference {e.estimate:+.1f} px [95% CI {lo:+.1f}, {hi:+.1f}] over {e.n} seed(s)")
 
 
 def per_layer_fields(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
@@ -209,8 +216,9 @@ def _erf_figure(erf: dict, workdir: str) -> str:
   for ax, (name, m) in zip(axes, erf["maps"].items()):
     ax.imshow(m / m.max(), cmap="viridis")
     ax.add_patch(patches.Rectangle((lo - 0.5, lo - 0.5), hi - lo + 1, hi - lo + 1, fill=False, ec="w", ls="--"))
-    s = erf["stats"][name]
-    ax.set_title(f"{name}: {s['mass_area_fraction']:.0%} of the field holds 90%", fontsize=9)
+    s = erf["per_seed"][0][name]
+    ax.set_title(f"{name} (seed {erf['per_seed'][0]['seed']}): {s['mass_area_fraction']:.0%} of the field holds 90%",
+                 fontsize=9)
     ax.axis("off")
   fig.suptitle(f"Effective receptive field of {erf['layer']}'s centre unit ({erf['dataset']}); dashed: "
                "theoretical field", fontsize=9)
@@ -244,20 +252,20 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
        "analytic = measured"],
       [[r["depth"], r["plain"]["rf"], r["dilated"]["rf"], r["plain"]["params"], r["dilated"]["params"],
         "yes" if all(r[k]["rf"] == r[k]["measured_rf"] for k in ("plain", "dilated")) else "NO"] for r in dil]), ""]
-  e = results["erf"]
-  st, su = e["stats"], e["train_summary"]
+  e, ps, ms = results["erf"], results["erf"]["per_seed"], reporting.fmt_mean_std
+  col = lambda kind, key: [p[kind][key] for p in ps]  # noqa: E731
   md += [f"## Effective receptive field: {e['layer']} of cnn{list(e['model_features'])} on {e['dataset']}\n",
          f"Centre unit {tuple(e['unit'])}, theoretical field rows/cols {tuple(e['field'])} "
-         f"({e['field_on_input_area']} pixels on the input). Trained {su['steps']} steps: test accuracy "
-         f"{su['test_accuracy']:.3f}.\n",
-         reporting.markdown_table(
-             ["network", f"pixels holding {config.erf_fraction:.0%} of the gradient mass",
-              "fraction of theoretical field",
-              f"radius holding {config.erf_fraction:.0%}", "gradient support inside the field"],
-             [[k, s["mass_area"], s["mass_area_fraction"], s["mass_radius"], "yes" if support_inside_field(e, k)
-               else "NO"] for k, s in st.items()]),
-         f"\nEffect of training: {erf_change(st)}.\n", tables.verdicts_section(CLAIMS, results),
-         "\nFigures: " + ", ".join(results["figures"])]
+         f"({e['field_on_input_area']} pixels on the input). {len(ps)} seed(s), each trained {e['steps']} steps: "
+         f"train accuracy {ms([p['train_accuracy'] for p in ps], 100)} %, test accuracy "
+         f"{ms([p['test_accuracy'] for p in ps], 100)} % (mean ± std over seeds).\n", reporting.markdown_table(
+             ["network", f"pixels holding {config.erf_fraction:.0%} of the gradient mass", "fraction of theoretical "
+              f"field", f"radius holding {config.erf_fraction:.0%}", "gradient support inside the field"],
+             [[k, ms(col(k, "mass_area"), 1, 0), ms(col(k, "mass_area_fraction"), 1, 3),
+               ms(col(k, "mass_radius"), 1, 2), f"{sum(support_inside_field(e, p[k]) for p in ps)}/{len(ps)} seeds"]
+              for k in ("untrained", "trained")]),
+         f"\nEffect of training (each seed's trained net vs its own init): {erf_change(ps)}.\n",
+         tables.verdicts_section(CLAIMS, results), "\nFigures: " + ", ".join(results["figures"])]
   return "\n".join(md)
 
 

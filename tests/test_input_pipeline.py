@@ -94,3 +94,9 @@ def test_device_data_is_only_for_one_process_and_sets_that_fit():
   assert not device_data.fits(big, Y)
   with pytest.raises(UserError):
     next(device_data.epoch_permutations(len(X), 64, 0, None))
+
+
+def test_eval_batches_pad_per_pixel_labels():
+  x, y = np.zeros((5, 4, 4, 1), np.float32), np.ones((5, 4, 4), np.int32)
+  last = list(input_pipeline.eval_batches(x, y, 4))[-1]
+  assert last["y"].shape == (4, 4, 4) and last["mask"].tolist() == [1, 0, 0, 0]

@@ -55,3 +55,21 @@ def test_mass_measures():
   assert rfl.mass_area(erf, 0.9) == 9 and rfl.mass_radius(erf, 1.0) == pytest.approx(np.sqrt(2))
   with pytest.raises(UserError):
     rfl.analytic([Layer(3, kind="attention")])
+
+
+def test_erf_change_is_a_paired_comparison_of_each_seed_with_its_own_init():
+  from experiments import receptive_field  # pylint: disable=g-import-not-at-top
+  seeds = lambda pairs: [{"untrained": {"mass_area": u}, "trained": {"mass_area": t}} for u, t in pairs]  # noqa
+  # Inits spread widely, but every seed's training adds 10-12 px: paired, that is a clear growth.
+  assert receptive_field.erf_change(seeds([(100, 110), (150, 161), (200, 212), (130, 141)])).startswith(
+      "training grew")
+  assert receptive_field.erf_change(seeds([(100, 90), (150, 139), (200, 188)])).startswith("training shrank")
+  assert "did not detectably change" in receptive_field.erf_change(seeds([(100, 110), (150, 140), (200, 201)]))
+
+
+def test_seed_settings_are_checked():
+  from experiments import receptive_field  # pylint: disable=g-import-not-at-top
+  config = receptive_field.get_config(quick=True)
+  config.seed_base = -1
+  with pytest.raises(UserError, match="seed_base"):
+    receptive_field.validate_config(config)

@@ -1,5 +1,6 @@
 """Segmentation and localisation: decoder shapes from the conv arithmetic, IoU vs independent references,
-canvas generator, targets in Dataset and losses, and both experiments end to end beating the trivial baseline."""
+canvas generator, targets in Dataset and losses, sampling errors and checkerboard shares, the judges on synthetic
+results, learning-rate tuning, and both experiments end to end beating the trivial baseline."""
 
 import itertools
 import os
@@ -12,9 +13,9 @@ from sklearn.metrics import accuracy_score, jaccard_score
 
 from cnnlab import data, models
 from cnnlab.data import canvas
-from cnnlab.metrics import boxes, segmentation as segmentation_metrics
+from cnnlab.metrics import boxes, sampling, segmentation as segmentation_metrics, spectral
 from cnnlab.ops import conv_arithmetic as ca
-from cnnlab.report import verdicts
+from cnnlab.report import ledger, verdicts
 from cnnlab.training import losses
 from cnnlab.errors import UserError
 from cnnlab.models import segnets
@@ -139,6 +140,127 @@ def test_class_and_box_loss():
   assert shifted["box_iou"][0] == 0 and shifted["hit"][0] == 0 and shifted["loss"][0] > perfect["loss"][0] + 1
 
 
+def test_per_image_confusion_and_paired_sampling_variances():
+  rng = np.random.default_rng(2)
+  y_true, y_pred = rng.integers(0, 4, size=(30, 5, 6)), rng.integers(0, 4, size=(30, 5, 6))
+  per = sampling.per_image_confusion(y_true, y_pred, 4)
+  assert per.shape == (30, 4, 4)
+  np.testing.assert_array_equal(per.sum(0), segmentation_metrics.confusion_matrix(y_true, y_pred, 4))
+  np.testing.assert_array_equal(per[7], segmentation_metrics.confusion_matrix(y_true[7], y_pred[7], 4))
+  # Two arms that agree on most examples: their difference varies far less than either alone (McNemar).
+  a = rng.random(400) < 0.8
+  b = np.where(rng.random(400) < 0.05, ~a, a)
+  var = sampling.paired_mean_var(a, b)
+  d, delta = np.mean(a != b), np.mean(a) - np.mean(b)
+  assert var == pytest.approx((d - delta ** 2) / 400, rel=0.01)  # McNemar's paired variance (up to ddof)
+  assert var < 0.25 * 2 * (0.8 * 0.2 / 400)  # vs two independent binomials
+  # The paired bootstrap of a pooled statistic: for a mean, the variance of the mean difference.
+  mean = lambda total: total / 400  # noqa: E731
+  boot = sampling.paired_bootstrap_var(a.astype(float), b.astype(float), mean, draws=4000)
+  assert boot == pytest.approx(var, rel=0.15)
+  assert sampling.paired_bootstrap_var(per, per, segmentation_metrics.mean_iou) == 0.0
+
+
+def test_checkerboard_shares():
+  i, j = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+  board = ((i + j) % 2).astype(np.float64)  # all power at (Nyquist, Nyquist)
+  stripes = (i % 2).astype(np.float64)     # all power on the Nyquist row
+  smooth = np.sin(2 * np.pi * i / 16)
+  shares = spectral.checkerboard_shares(np.stack([board, stripes, smooth, np.ones((16, 16))]))
+  np.testing.assert_allclose(shares, [1.0, 1.0, 0.0, 0.0], atol=1e-12)
+
+
+SEG_VARIANTS = ("transposed", "bilinear", "unet")
+
+
+def _segmentation_results(miou: dict, fg: dict, init_board: dict, board: dict, seeds: int = 10,
+                          test_var: float = 0.005 ** 2) -> dict:
+  """Synthetic results of the segmentation experiment: per-seed values around the given means (seeded noise)."""
+  rng = np.random.default_rng(0)
+  per_seed = lambda m, sd: {v: list(x + sd * rng.normal(size=seeds)) for v, x in m.items()}  # noqa: E731
+  pairs = [f"{a}|{b}" for a, b in itertools.combinations([*SEG_VARIANTS, "trivial"], 2)]
+  return {"trivial": {"miou": 0.085, "foreground_iou": 0.0}, "miou": per_seed(miou, 0.01),
+          "foreground_iou": per_seed(fg, 0.01), "init_checkerboard": per_seed(init_board, 0.002),
+          "checkerboard": per_seed(board, 0.0005), "smoke_test": False,
+          "test_var": {"miou": dict.fromkeys(pairs, test_var), "foreground_iou": dict.fromkeys(pairs, test_var),
+                       "checkerboard": dict.fromkeys(pairs, 0.0002 ** 2)}}
+
+
+def _verdict(module, claim_id: str, results: dict) -> str:
+  claim = next(c for c in module.CLAIMS if c.id == claim_id)
+  assert claim.rule is not None
+  return claim.assess(results).verdict
+
+
+def test_segmentation_judges_on_synthetic_results():
+  from experiments import segmentation as seg  # pylint: disable=g-import-not-at-top
+  flat = {v: 0.003 for v in SEG_VARIANTS}
+  r = _segmentation_results({"transposed": 0.40, "bilinear": 0.45, "unet": 0.60}, {"transposed": 0.5,
+                            "bilinear": 0.55, "unet": 0.9}, {**flat, "transposed": 0.5}, {**flat, "transposed": 0.05})
+  assert _verdict(seg, "cnn_segmentation", r) == verdicts.SUPPORTED
+  assert _verdict(seg, "unet_skips_help", r) == verdicts.SUPPORTED
+  assert _verdict(seg, "transposed_conv_checkerboard", r) == verdicts.SUPPORTED
+  # The U-Net at chance class labels; trained maps with a hair more period-2 power than a resize decoder's (the
+  # old rule counted 0.3 % vs 0.2 % as an artefact): below the declared 1 % of the power.
+  r = _segmentation_results({"transposed": 0.12, "bilinear": 0.13, "unet": 0.14}, {"transposed": 0.5,
+                            "bilinear": 0.55, "unet": 0.9}, {**flat, "transposed": 0.5}, {**flat, "transposed": 0.004})
+  assert _verdict(seg, "cnn_segmentation", r) == verdicts.REFUTED  # every decoder far below +15 points
+  assert _verdict(seg, "unet_skips_help", r) == verdicts.PARTLY  # digit-vs-bg IoU yes, mIoU (+1 pt) undecided
+  assert _verdict(seg, "transposed_conv_checkerboard", r) == verdicts.PARTLY  # at init yes, trained refuted
+  # Two seeds that disagree decide nothing.
+  r = _segmentation_results({"transposed": 0.30, "bilinear": 0.30, "unet": 0.30}, {v: 0.5 for v in SEG_VARIANTS},
+                            flat, flat, seeds=2)
+  r["miou"] = {v: [0.1, 0.5] for v in SEG_VARIANTS}
+  assert _verdict(seg, "cnn_segmentation", r) == verdicts.INCONCLUSIVE
+
+
+def _localisation_results(cnn: float, mlp: float, seeds: int = 10, spread: float = 0.01,
+                          test_var: float = 0.01 ** 2) -> dict:
+  rng = np.random.default_rng(1)
+  metrics = ("accuracy", "box_iou", "hit")
+  base = cnn + spread * rng.normal(size=seeds)
+  scores = {**{f"cnn/{k}": list(base) for k in metrics},
+            **{f"mlp/{k}": list(base - (cnn - mlp) + spread * rng.normal(size=seeds)) for k in metrics}}
+  return {"scores": scores, "test_var": {k: {"cnn|mlp": test_var, "cnn|trivial": test_var} for k in metrics},
+          "params": {"cnn": 100, "mlp": 101}, "trivial": {"accuracy": 0.09, "box_iou": 0.09, "hit": 0.004},
+          "smoke_test": False}
+
+
+def test_localisation_judges_on_synthetic_results():
+  from experiments import localisation as loc  # pylint: disable=g-import-not-at-top
+  r = _localisation_results(0.85, 0.60)
+  assert _verdict(loc, "cnn_localisation", r) == verdicts.SUPPORTED
+  assert _verdict(loc, "cnn_localises_better_than_mlp", r) == verdicts.SUPPORTED
+  r = _localisation_results(0.12, 0.20)
+  assert _verdict(loc, "cnn_localisation", r) == verdicts.REFUTED  # 3 points above the trivial: not 10
+  assert _verdict(loc, "cnn_localises_better_than_mlp", r) == verdicts.REFUTED
+  r = _localisation_results(0.5, 0.49, seeds=2, spread=0.2)
+  assert _verdict(loc, "cnn_localisation", r) == verdicts.INCONCLUSIVE
+  assert _verdict(loc, "cnn_localises_better_than_mlp", r) == verdicts.INCONCLUSIVE
+  # A finite test set's sampling error widens the interval: a 2-point lead that seeds alone would decide is not.
+  assert _verdict(loc, "cnn_localises_better_than_mlp", _localisation_results(0.85, 0.83, spread=0.001,
+                                                                              test_var=0.0)) == verdicts.SUPPORTED
+  assert _verdict(loc, "cnn_localises_better_than_mlp", _localisation_results(
+      0.85, 0.83, spread=0.001, test_var=0.02 ** 2)) == verdicts.INCONCLUSIVE
+
+
+def test_learning_rates_are_chosen_on_held_out_training_canvases(tmp_path):
+  from experiments import segmentation as seg  # pylint: disable=g-import-not-at-top
+  config = seg.get_config(quick=True)
+  config.variants, config.lr_grid, config.val_canvases = ("bilinear",), (1e-3, 3e-2), 100
+  config.train.update(dict(steps=4, log_every=2, checkpoint_every=4, progress=False))
+  ds = canvas.segmentation_dataset(config.data, config.canvas)
+  tuned = seg.tune_learning_rates(config, ds, seg.build_models(config, ds.num_classes), str(tmp_path))
+  t = tuned["bilinear"]
+  assert t["grid"] == [1e-3, 3e-2] and len(t["val_miou"]) == 2
+  assert t["learning_rate"] == t["grid"][int(np.argmax(t["val_miou"]))]
+  trials = sorted(os.listdir(tmp_path / "tuning" / "trials"))
+  assert trials == ["bilinear_lr0.001_s0", "bilinear_lr0.03_s0"]
+  with pytest.raises(UserError, match="val_canvases"):
+    config.val_canvases = config.canvas.n_train
+    seg.validate_config(config)
+
+
 @pytest.mark.slow  # 1-2 min each on 2 cores (compiles of several nets): run by .ci/run after the default suite
 def test_segmentation_end_to_end_beats_the_all_background_baseline(run_quick):
   config, r, md, workdir = run_quick("segmentation")
@@ -149,23 +271,15 @@ def test_segmentation_end_to_end_beats_the_all_background_baseline(run_quick):
   # may do worse than that, and the best must be clearly better.
   for v in config.variants:
     assert np.mean(r["miou"][v]) >= trivial - 1e-9, v
-    assert r["params"][v] > 0 and r["step_seconds"][v] > 0
+    assert r["params"][v] > 0 and r["step_seconds"][v] > 0 and 0 <= r["train_miou"][v][0] <= 1
+    assert r["tuning"][v]["learning_rate"] == config.train.learning_rate
   assert max(np.mean(r["miou"][v]) for v in config.variants) > 1.1 * trivial
   assert r["params"]["unet"] > r["params"]["transposed"] == r["params"]["bilinear"]
   # A resize keeps a constant input constant (up to the zero-padded border); a stride-2 transposed conv does not.
   assert np.mean(r["init_checkerboard"]["transposed"]) > 10 * np.mean(r["init_checkerboard"]["bilinear"])
   assert len(r["records"]) == len(config.variants) * config.seeds
-  # The verdicts, by the rules the ledger states.
-  far = [verdicts.clearly_greater(r["miou"][v], [trivial]) and np.mean(r["miou"][v]) >= config.far_factor * trivial
-         for v in config.variants]
-  skips = [verdicts.clearly_greater(r[m]["unet"], r[m][v]) for m in ("miou", "foreground_iou")
-           for v in ("transposed", "bilinear")]
-  boards = [verdicts.clearly_greater(r[when]["transposed"], r[when]["bilinear"])
-            for when in ("init_checkerboard", "checkerboard")]
-  assert verdicts_of("segmentation", workdir, md) == {
-      "cnn_segmentation": verdicts.from_counts(sum(far), len(far)),
-      "unet_skips_help": verdicts.from_counts(sum(skips), len(skips)),
-      "transposed_conv_checkerboard": verdicts.from_counts(sum(boards), len(boards))}
+  assert all(0 <= v < 0.01 for m in ("miou", "foreground_iou") for v in r["test_var"][m].values())
+  assert set(verdicts_of("segmentation", workdir, md).values()) == {ledger.SMOKE_TEST}
 
 
 @pytest.mark.slow  # 1-2 min each on 2 cores (compiles of several nets): run by .ci/run after the default suite
@@ -177,21 +291,22 @@ def test_localisation_end_to_end_beats_the_trivial_baseline(run_quick):
   assert np.mean(scores["mlp/box_iou"]) > trivial["box_iou"]
   assert abs(r["params"]["mlp"] / r["params"]["cnn"] - 1) < 0.05  # "an MLP of similar size"
   assert len(r["records"]) == 2 * config.seeds
-  # The verdicts, by the rules the ledger states.
-  above = [verdicts.clearly_greater(scores["cnn/accuracy"], [trivial["accuracy"]]),
-           verdicts.clearly_greater(scores["cnn/box_iou"], [trivial["box_iou"]])
-           and np.mean(scores["cnn/box_iou"]) >= config.far_factor * trivial["box_iou"]]
-  beats = [verdicts.clearly_greater(scores[f"cnn/{k}"], scores[f"mlp/{k}"]) for k in ("accuracy", "box_iou", "hit")]
-  assert verdicts_of("localisation", workdir, md) == {
-      "cnn_localisation": verdicts.from_counts(sum(above), len(above)),
-      "cnn_localises_better_than_mlp": verdicts.from_counts(sum(beats), len(beats))}
+  assert all(0 <= v < 0.01 for pairs in r["test_var"].values() for v in pairs.values())
+  assert set(r["train_scores"]) == set(scores)
+  assert set(verdicts_of("localisation", workdir, md).values()) == {ledger.SMOKE_TEST}
 
 
 def verdicts_of(name: str, workdir: str, md: str) -> dict:
-  """Each claim's verdict, computed by its judge from the stored results.json; results.md must show the same."""
+  """Each claim's verdict, computed by its judge from the stored results.json; results.md must show the same.
+
+  A quick run is a smoke test: every verdict reads so; its judges, run on the same numbers unmarked, still give
+  one of the ledger's verdicts.
+  """
   import experiments  # pylint: disable=g-import-not-at-top
   from cnnlab.report import rendering as reporting  # pylint: disable=g-import-not-at-top
-  findings = {c.id: c.assess(reporting.read_json(os.path.join(workdir, "results.json")))
-              for c in experiments.get(name).CLAIMS}
-  assert all(f"— {f.verdict}.** {f.figure}" in md for f in findings.values())
+  stored = reporting.read_json(os.path.join(workdir, "results.json"))
+  claims = experiments.get(name).CLAIMS
+  findings = {c.id: c.assess(stored) for c in claims}
+  assert all(f"— {f.verdict}.** {f.figure}" in md for f in findings.values()) and "Smoke test" in md
+  assert all(c.assess({**stored, "smoke_test": False}).verdict in ledger.VERDICTS for c in claims)
   return {k: f.verdict for k, f in findings.items()}

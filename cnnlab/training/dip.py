@@ -4,7 +4,9 @@ The one "example" is a `Problem`: the code z, the corrupted target, the clean im
 of the known pixels. `task` gives `train.fit` the state (with the output average and the best output), the
 pure step (masked MSE, fresh input noise per step, PSNR to the clean image) and no final evaluation; the
 per-step curves are the run's metrics.jsonl (`train_config` logs every step), so a finished fit restored from
-its checkpoint still has them.
+its checkpoint still has them. Around it: `trial` / `run_fits` (fits as `sweep` trials, each summarised by
+`summarise`: PSNR at the peak, the last step and a stop read from the loss alone), `seeded_photos`,
+`fitting_targets` (the paper's Fig. 2) and `CurveLog` (metrics.jsonl and a progress line per fit).
 
 The step is dispatched one step at a time from the host rather than chunked with `lax.scan`: on XLA:CPU a
 convolution inside a loop body runs several times slower than the same step outside one (jax-ml/jax#12868),
@@ -14,6 +16,9 @@ which dwarfs the dispatch cost; full unrolling restores the speed but takes minu
 import dataclasses
 import functools
 import itertools
+import json
+import re
+import time
 from typing import Callable
 
 import flax.linen as nn
@@ -24,9 +29,10 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from cnnlab.data import images
 from cnnlab.metrics import image as image_metrics
 from cnnlab.runtime import prng
-from cnnlab.training import hooks, steps, tasks, train
+from cnnlab.training import hooks, steps, sweep, tasks, train
 from cnnlab.training.metric_writer import read_metrics
 
 CURVES = ("loss", "psnr", "psnr_ema", "grad_norm")  # per-step metrics of `dip_step`
@@ -183,3 +189,88 @@ def steps_to_reach(loss_curve: np.ndarray, threshold: float) -> int | None:
   """First step (1-based count of steps taken) whose loss is <= `threshold`; None if never reached."""
   hit = np.nonzero(np.asarray(loss_curve) <= threshold)[0]
   return int(hit[0]) + 1 if hit.size else None
+
+
+def summarise(c: dict[str, np.ndarray], stop_loss: float | None = None) -> dict:
+  """PSNRs of a fit's curves: at its peak (an oracle step: it looks at the clean image), at the last step run, of
+  the output average, and at the stop: the first step whose loss is <= `stop_loss` (the last step run if none is,
+  or if `stop_loss` is None). `stop_step` is None when the loss never got there."""
+  reached = steps_to_reach(c["loss"], stop_loss) if stop_loss is not None else None
+  stop = (reached or len(c["loss"])) - 1
+  return {"peak_psnr": float(c["psnr"].max()), "peak_step": int(c["psnr"].argmax()) + 1, "steps_run": len(c["loss"]),
+          "final_psnr": float(c["psnr"][-1]), "ema_final_psnr": float(c["psnr_ema"][-1]),
+          "final_loss": float(c["loss"][-1]), "stop_step": reached, "stop_psnr": float(c["psnr"][stop]),
+          "stop_ema_psnr": float(c["psnr_ema"][stop])}
+
+
+def laps() -> Callable[[], float]:
+  """A clock: each call returns the seconds since the previous one (the first: since this was made)."""
+  last = [time.time()]
+
+  def lap() -> float:
+    now = time.time()
+    seconds, last[0] = now - last[0], now
+    return seconds
+  return lap
+
+
+def trial(workdir: str, name: str, net: nn.Module, p: Problem, seed: int, num_steps: int, learning_rate: float,
+          tags: dict, *, reg_noise_std: float, ema_decay: float, stop_loss: float | None = None, every: int = 10,
+          lap: Callable[[], float] | None = None) -> sweep.Trial:
+  """A `sweep.Trial` of one fit of `net` to `p`, ending within `every` steps of reaching `stop_loss` (if given).
+
+  Its record gains the per-step curves, the seconds since the previous trial's (`lap`: each trial's fit, restore
+  included), and the final output average and the best (oracle) output.
+  """
+  t = sweep.Trial(re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"), net, p, seed,
+                  train_config(num_steps, learning_rate), tags, task=task(reg_noise_std, ema_decay),
+                  hooks=[stop_at(stop_loss, every)] if stop_loss is not None else [])
+  t.after_fit = lambda state, _: {"curves": curves(sweep.trial_dir(workdir, t)), "seconds": lap() if lap else 0.0,
+                                  "final_ema": np.asarray(state.ema[0]), "best_out": np.asarray(state.best_out[0])}
+  return t
+
+
+def fitting_targets(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """The paper's Fig. 2 targets: the photo, the photo + N(0, sigma^2) noise, its pixels shuffled, uniform noise."""
+  return {"image": clean, "image + noise": images.add_gaussian_noise(clean, sigma, rng),
+          "shuffled pixels": images.shuffle_pixels(clean, rng),
+          "uniform noise": rng.random(clean.shape).astype(np.float32)}
+
+
+class CurveLog:
+  """Writes every `every`-th step of each fit's curves to a metrics.jsonl and prints one progress line per fit."""
+
+  def __init__(self, path: str, every: int, start: float):
+    self.file, self.every, self.start = open(path, "w"), every, start  # pylint: disable=consider-using-with
+
+  def __call__(self, task: str, method: str, seed: int, c: dict[str, np.ndarray]) -> None:
+    for t in range(0, len(c["loss"]), self.every):
+      rec = {"task": task, "method": method, "seed": seed, "step": t + 1, **{k: float(v[t]) for k, v in c.items()}}
+      self.file.write(json.dumps(rec) + "\n")
+    print(f"  {task:8s} {method:16s} seed {seed}: {len(c['loss'])} steps, loss {c['loss'][-1]:.5f}, "
+          f"peak PSNR {c['psnr'].max():.2f} dB  [{time.time() - self.start:.0f} s]", flush=True)
+
+  def close(self) -> None:
+    self.file.close()
+
+
+def run_fits(workdir: str, trials: list[sweep.Trial], log: Callable | None = None, stop_loss: float | None = None,
+             every: int = 1) -> list[dict]:
+  """`sweep.run_trials` of DIP fits; each record gains a "summary": `summarise(curves, stop_loss)`, the parameter
+  count, the seconds and the curves thinned to every `every`-th step; `log(task, method, seed, curves)` per fit."""
+  records = sweep.run_trials(workdir, trials, progress=False)
+  for r in records:
+    c = r["curves"]
+    r["summary"] = {**summarise(c, stop_loss), "num_params": r["params"], "seconds": r["seconds"],
+                    "psnr_curve": c["psnr"][::every].tolist(), "ema_curve": c["psnr_ema"][::every].tolist()}
+    if log is not None:
+      log(r.get("task", "fit"), r.get("method", r.get("target", "")), r["seed"], c)
+  return records
+
+
+def seeded_photos(names: tuple[str, ...], seed_base: int, n: int, size: int, crop: float = 1.0):
+  """(index, seed, name, photo) for seeds seed_base .. seed_base + n - 1: seed s takes photo s mod len(names), so a
+  disjoint seed set draws other noise, masks, inits and codes on the same photos."""
+  for i, seed in enumerate(range(seed_base, seed_base + n)):
+    name = names[seed % len(names)]
+    yield i, seed, name, images.load(name, size, crop)

@@ -59,5 +59,5 @@ def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int,
     mask = np.concatenate([np.ones(len(xb), np.float32), np.zeros(pad, np.float32)])
     if pad:
       xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-      yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
+      yb = np.concatenate([yb, np.zeros((pad, *yb.shape[1:]), yb.dtype)])  # per-pixel or box labels too
     yield {"x": xb[rows], "y": yb[rows], "mask": mask[rows]}
