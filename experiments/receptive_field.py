@@ -260,7 +260,7 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
          f"train accuracy {ms([p['train_accuracy'] for p in ps], 100)} %, test accuracy "
          f"{ms([p['test_accuracy'] for p in ps], 100)} % (mean ± std over seeds).\n", reporting.markdown_table(
              ["network", f"pixels holding {config.erf_fraction:.0%} of the gradient mass", "fraction of theoretical "
-              f"field", f"radius holding {config.erf_fraction:.0%}", "gradient support inside the field"],
+              "field", f"radius holding {config.erf_fraction:.0%}", "gradient support inside the field"],
              [[k, ms(col(k, "mass_area"), 1, 0), ms(col(k, "mass_area_fraction"), 1, 3),
                ms(col(k, "mass_radius"), 1, 2), f"{sum(support_inside_field(e, p[k]) for p in ps)}/{len(ps)} seeds"]
               for k in ("untrained", "trained")]),

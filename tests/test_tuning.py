@@ -5,7 +5,7 @@ import pytest
 
 from cnnlab import models
 from cnnlab.errors import UserError
-from cnnlab.training import train, tuning
+from cnnlab.training import tuning
 
 
 def test_validation_split_comes_from_the_training_set_only(digits):
