@@ -4,10 +4,12 @@ Reuses weight_sharing's three models — CNN (local + shared), locally-connected
 same shapes) and MLP — on real digits: (a) at their base widths across training-set sizes, with
 learning curves; (b) at one training-set size across width multipliers, which changes the parameter
 count of each family by ~16x (10 seeds: 150 trainings; the models of one seed share its data subset and
-batch order). Measures per-seed train and test accuracy and the generalisation gap = train accuracy − test
-accuracy after training. The CLAIMS judge compares the CNN's gap with the LCN's (same locality and shapes: it
-isolates sharing) per training-set size, paired by seed, with the test set's sampling error, Holm-corrected,
-against a declared margin; it issues no verdict unless every model it compares fits its training set.
+batch order). Each family trains at its own Adam rate, chosen on a validation split of the training set,
+with a cosine decay long enough for the base-width nets to fit their training sets. Measures per-seed train
+and test accuracy and the generalisation gap = train accuracy − test accuracy after training. The CLAIMS
+judge compares the CNN's gap with the LCN's (same locality and shapes: it isolates sharing) per
+training-set size, paired by seed, with the test set's sampling error, Holm-corrected, against a declared
+margin; it issues no verdict unless every model it compares fits its training set.
 
 Command:  python run.py --exp=overfitting
 Result:   see REPORT.md (ledger) and the run's results.md.
@@ -22,7 +24,7 @@ import experiments
 from cnnlab import data
 from cnnlab.errors import UserError
 from cnnlab.report import figures, ledger, rendering as reporting, stats, tables
-from cnnlab.training import inference, metric_writer, sweep, train
+from cnnlab.training import inference, metric_writer, sweep, train, tuning
 from experiments import weight_sharing
 
 LABELS = weight_sharing.MODEL_LABELS
@@ -33,12 +35,16 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.data = data.get_config()
   c.data.name = "digits"           # 1,437 train / 360 test real 8x8 digits (mnist5k also works, ~5x slower)
   c.train = train.get_config()
-  c.train.steps = 500              # long enough for every model to fit its training set
+  c.train.steps = 1500             # with the cosine decay, long enough for the base-width nets to fit their data
+  c.train.schedule = "cosine"
   c.train.batch_size = 64
-  c.train.learning_rate = 1e-3
-  c.train.log_every = 50
-  c.train.eval_every = 50          # test accuracy every 50 steps: the learning curves
-  c.train.checkpoint_every = 500
+  c.train.learning_rate = 1e-3     # used when lr_grid is empty
+  c.train.log_every = 100
+  c.train.eval_every = 100         # test accuracy every 100 steps: the learning curves
+  c.train.checkpoint_every = 1500
+  # Adam rates tried per family (base width) on a validation split of the full training set
+  # (cnnlab.training.tuning); every width and size of a family then trains at its rate. (): train.learning_rate.
+  c.lr_grid = (1e-3, 3e-3, 1e-2)
   c.features = (8, 16)             # base conv channels (CNN and LCN), as in weight_sharing
   c.kernel_size = 3
   c.mlp_hidden = (256, 256)        # base MLP widths, as in weight_sharing
@@ -61,6 +67,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.train_fractions = (0.3, 1.0)
     c.width_multipliers = (1.0,)   # the width axis adds compiles; its code path is the same as the size axis
     c.seeds = 2
+    c.lr_grid = ()
   return c
 
 
@@ -68,6 +75,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """One-line errors for impossible settings, before anything is written."""
   if config.seed_base < 0:
     raise UserError(f"overfitting: seed_base must be >= 0, got {config.seed_base}")
+  if config.lr_grid:
+    tuning.check_grid(config.lr_grid)
 
 
 def _nets(config, multiplier: float, num_classes: int) -> dict:
@@ -84,6 +93,10 @@ def _key(model: str, width: float, fraction: float) -> str:
 def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Per-seed train / test accuracy and gap of every (model, width, fraction) cell, parameter counts."""
   ds = data.load(config.data)
+  rates = (tuning.learning_rates(workdir, config.train, _nets(config, 1.0, ds.num_classes), ds, config.lr_grid,
+                                 config.train.progress) if config.lr_grid else {})
+  train_config = {name: tuning.with_rate(config.train, rates[name]["chosen"]) if rates else config.train
+                  for name in LABELS}
   trials = {}
   # Size axis at base width; width axis at one size. A shared cell (base width, width_fraction) has one name
   # in both, so it is trained once (the second lookup is a finished run).
@@ -96,7 +109,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
         sub = data.subsample(ds, f, seed)
         for name, net in nets.items():
           key = f"{name}_w{mult}_f{f}_s{seed}"
-          trials[key] = sweep.Trial(key, net, sub, seed, config.train,
+          trials[key] = sweep.Trial(key, net, sub, seed, train_config[name],
                                     {"model": name, "width": mult, "fraction": f, "n_train": len(sub.y_train)},
                                     after_fit=inference.test_correct)
   records = sweep.run_trials(workdir, list(trials.values()), progress=config.train.progress)
@@ -115,7 +128,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "test_correct": cells("test_correct"),
           "params": {f"{m}@w{w}": p for (m, w), p in params.items()},
           "n_train": {str(r["fraction"]): r["n_train"] for r in records}, "rank_corr_params_gap": rho,
-          "records": records}
+          "learning_rates": rates, "records": records}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -159,8 +172,9 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
   return "".join([
       f"# Overfitting: generalisation gap vs data and parameters (`{results['dataset']}`)\n\n",
       f"{config.seeds} seeds (from seed {config.seed_base}), {config.train.steps} Adam steps of batch "
-      f"{config.train.batch_size}; test set {results['n_test']}. Accuracy and gap (train − test) in percentage "
-      "points, mean ± std.\n\n",
+      f"{config.train.batch_size} ({config.train.schedule} schedule); test set {results['n_test']}. Accuracy and "
+      "gap (train − test) in percentage points, mean ± std. "
+      f"{weight_sharing._rates_line(results)}\n\n",  # noqa: SLF001 (one table format for both experiments)
       "## Gap vs training-set size (base widths)\n\n",
       reporting.markdown_table(["model", "params"] + [f"{n_train[str(f)]:,} ex.: train / test / gap" for f in fr],
                                [[LABELS[m], params[f"{m}@w1.0"]] + [cell(m, f) for f in fr] for m in LABELS]),
