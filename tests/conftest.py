@@ -13,6 +13,16 @@ from cnnlab.runtime import xla_flags  # pylint: disable=g-import-not-at-top,wron
 xla_flags.apply()  # as run.py does, before JAX starts, so that tests compute what runs compute
 
 
+@pytest.fixture
+def classic_threefry():
+  """jax.random draws with the classic Threefry for the test: XLA:CPU compiles each new draw in ~0.5 s instead of
+  ~3 s (JAX 0.10). For tests that compare two computations on the same draws (kernels against plain ops); tests
+  of training keep the default, as runs do."""
+  from cnnlab.runtime import prng  # pylint: disable=g-import-not-at-top
+  with prng.classic_threefry():
+    yield
+
+
 @pytest.fixture(scope="session")
 def digits():
   from cnnlab import data

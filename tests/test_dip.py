@@ -181,6 +181,7 @@ def test_preempted_dip_fit_resumes_exactly(tmp_path):
   np.testing.assert_array_equal(np.asarray(state.ema), np.asarray(full_state.ema))
 
 
+@pytest.mark.slow  # a trained experiment's quick config (~20-50 s on 2 cores): run by .ci/run after the default suite
 def test_quick_experiment_writes_results_and_is_marked_a_smoke_test(run_quick):
   import experiments  # pylint: disable=g-import-not-at-top
   from cnnlab.report import ledger, rendering as reporting  # pylint: disable=g-import-not-at-top

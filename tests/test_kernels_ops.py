@@ -11,10 +11,12 @@ from cnnlab.errors import UserError
 from cnnlab.kernels import lrn, norms, padding, pooling
 from cnnlab.models import layers
 
+pytestmark = pytest.mark.usefixtures("classic_threefry")  # fast-compiling draws (conftest)
+
 
 def assert_vjp_equal(fast, ref, x, rtol=1e-5, atol=1e-6):
   """Equal outputs and equal vector-Jacobian products for a random cotangent."""
-  y_ref, vjp_ref = jax.vjp(ref, x)
+  y_ref, vjp_ref = jax.vjp(jax.jit(ref), x)  # jitted: eager ops compile one at a time
   y, vjp = jax.vjp(jax.jit(fast), x)
   np.testing.assert_allclose(y, y_ref, rtol=rtol, atol=atol)
   ct = jax.random.normal(jax.random.key(9), y_ref.shape)

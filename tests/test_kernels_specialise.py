@@ -12,6 +12,8 @@ import pytest
 from cnnlab import kernels, models
 from cnnlab.errors import UserError
 
+pytestmark = pytest.mark.usefixtures("classic_threefry")  # fast-compiling draws (conftest)
+
 # Per registered model: small create() overrides and an input shape (batch first) that exercise every op field.
 CASES = {
     "mlp": (dict(hidden=(8,)), (2, 6, 6, 1)),

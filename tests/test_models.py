@@ -11,6 +11,8 @@ from cnnlab.models import layers, lenet
 from cnnlab.ops import analysis
 from cnnlab.errors import UserError
 
+pytestmark = pytest.mark.usefixtures("classic_threefry")  # fast-compiling draws (conftest)
+
 # Parameter count of every registered model with its defaults, at the input shape it is built for.
 EXPECTED_PARAMS = {
     "mlp": ((28, 28, 1), 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10),
@@ -92,16 +94,16 @@ def test_lenet5_c3_as_one_masked_dense_conv_equals_the_grouped_convs():
   """Same parameters (names, shapes, init values), outputs and gradients as the connection table read literally."""
   x = jax.random.normal(jax.random.key(1), (4, 14, 14, 6))
   dense, grouped = lenet.SparseConv(), _GroupedC3()
-  p = dense.init(jax.random.key(0), x)
-  ref = grouped.init(jax.random.key(0), x)
+  p = jax.jit(dense.init)(jax.random.key(0), x)  # all jitted: eager ops compile one at a time
+  ref = jax.jit(grouped.init)(jax.random.key(0), x)
   assert jax.tree.structure(p) == jax.tree.structure(ref)
   jax.tree.map(np.testing.assert_array_equal, p, ref)
-  np.testing.assert_allclose(dense.apply(p, x), grouped.apply(p, x), atol=1e-5)
-  g = jax.grad(lambda p, x: jnp.sum(dense.apply(p, x) ** 2), argnums=(0, 1))(p, x)
-  g_ref = jax.grad(lambda p, x: jnp.sum(grouped.apply(p, x) ** 2), argnums=(0, 1))(p, x)
+  np.testing.assert_allclose(jax.jit(dense.apply)(p, x), jax.jit(grouped.apply)(p, x), atol=1e-5)
+  g = jax.jit(jax.grad(lambda p, x: jnp.sum(dense.apply(p, x) ** 2), argnums=(0, 1)))(p, x)
+  g_ref = jax.jit(jax.grad(lambda p, x: jnp.sum(grouped.apply(p, x) ** 2), argnums=(0, 1)))(p, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max())), g, g_ref)
   # A weight outside the table never reaches the output: map 0 sees maps 0-2 only.
-  assert float(jnp.abs(jax.grad(lambda x: dense.apply(p, x)[..., 0].sum())(x)[..., 3:]).max()) == 0.0
+  assert float(jnp.abs(jax.jit(jax.grad(lambda x: dense.apply(p, x)[..., 0].sum()))(x)[..., 3:]).max()) == 0.0
 
 
 def test_lcn_has_more_params_than_cnn_with_same_shapes():
@@ -115,14 +117,14 @@ def test_lcn_has_more_params_than_cnn_with_same_shapes():
 @pytest.mark.parametrize("name", ["deep_mlp", "deep_cnn"])
 def test_deep_nets_kernel_init(name):
   x = jnp.zeros((2, 8, 8, 1))
-  init = lambda **kw: models.create(name, depth=3, width=8, **kw).init(jax.random.key(0), x)["params"]
+  init = lambda **kw: jax.jit(models.create(name, depth=3, width=8, **kw).init)(jax.random.key(0), x)["params"]
   default = init()
   # 'lecun' is flax's default: the same weights as a net built before the field existed.
   jax.tree.map(np.testing.assert_array_equal, default, init(kernel_init="lecun"))
   he, orth = init(kernel_init="he"), init(kernel_init="orthogonal")
-  k = np.asarray(he["blocks"]["layer"]["kernel"])  # (depth, ..., fan_in, width)
-  fan_in = int(np.prod(k.shape[1:-1]))
-  assert 1.5 < k.var() * fan_in < 2.5  # He: variance 2 / fan-in (LeCun's is 1 / fan-in)
+  # He: variance 2 / fan-in, LeCun's 1 / fan-in, both truncated normals drawn with the same key: exactly sqrt 2 times.
+  np.testing.assert_allclose(he["blocks"]["layer"]["kernel"], np.sqrt(2) * default["blocks"]["layer"]["kernel"],
+                             rtol=1e-6)
   np.testing.assert_array_equal(he["head"]["kernel"], default["head"]["kernel"])  # the linear head keeps LeCun
   w = np.asarray(orth["blocks"]["layer"]["kernel"][0])
   if name == "deep_cnn":  # delta-orthogonal (Xiao et al. 2018): zero outside the centre tap

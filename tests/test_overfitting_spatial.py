@@ -34,6 +34,7 @@ def test_ten_seeds_and_a_validated_seed_base(module):
     module.validate_config(config)
 
 
+@pytest.mark.slow  # a trained experiment's quick config (~20-50 s on 2 cores): run by .ci/run after the default suite
 def test_overfitting_quick_run(run_quick):
   config, r, md, workdir = run_quick("overfitting")
   for rec in r["records"]:

@@ -184,13 +184,14 @@ VMAP_CASES = {
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the kernels run on the CPU backend only")
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "lenet5" else n for n in VMAP_CASES])
+@pytest.mark.usefixtures("classic_threefry")  # fast-compiling draws (conftest)
 def test_kernels_under_vmap_equal_a_loop_over_seeds(name):
   kwargs, shape = VMAP_CASES[name]
   model = kernels.specialise(models.create(name.split("_")[0], **kwargs), "auto")
   n_seeds = 3
   keys = jax.random.split(jax.random.key(0), n_seeds)
   xs = jax.random.normal(jax.random.key(1), (n_seeds, *shape))
-  params = jax.vmap(lambda k, x: model.init(k, x[:1]))(keys, xs)
+  params = jax.jit(jax.vmap(lambda k, x: model.init(k, x[:1])))(keys, xs)  # jitted: eager ops compile one by one
   weights = jax.random.normal(jax.random.key(2), jax.eval_shape(model.apply, jax.tree.map(lambda p: p[0], params),
                                                                 xs[0]).shape)
 
