@@ -154,6 +154,7 @@ def test_tiny_denoising_fit_beats_the_noisy_input_and_is_reproducible(tmp_path):
   assert again_summary == stopped_summary and int(restored.step) == stopped_summary["steps"]
 
 
+@pytest.mark.slow  # DIP's own fit task (~30 s); fit's resume is in the default suite
 def test_preempted_dip_fit_resumes_exactly(tmp_path):
   """A DIP fit is a `train.fit` run: a SIGTERM checkpoints it and the resumed fit replays the same input noise."""
   clean = images.load("astronaut", 32)

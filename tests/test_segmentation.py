@@ -244,6 +244,7 @@ def test_localisation_judges_on_synthetic_results():
       0.85, 0.83, spread=0.001, test_var=0.02 ** 2)) == verdicts.INCONCLUSIVE
 
 
+@pytest.mark.slow  # nine trainings (~30 s); tuning itself: tests/test_tuning.py
 def test_learning_rates_are_chosen_on_held_out_training_canvases(tmp_path):
   from experiments import segmentation as seg  # pylint: disable=g-import-not-at-top
   config = seg.get_config(quick=True)
