@@ -57,6 +57,13 @@ def test_standard_config_has_ten_seeds_and_rejects_a_negative_seed_base(name):
     module.validate_config(_with(config, seed_base=-1))
 
 
+def test_translation_rejects_an_unknown_augmentation_and_can_drop_its_arm():
+  module = experiments.get("translation")
+  with pytest.raises(UserError, match="unknown augmentation"):
+    module.validate_config(_with(module.get_config(), augment_arm="shift:4"))
+  module.validate_config(_with(module.get_config(), augment_arm=""))  # no augmented arm
+
+
 def test_every_statistical_claim_declares_the_rule_its_judge_uses():
   for name in ("translation", "pooling", "depth_and_gradients"):
     for c in experiments.get(name).CLAIMS:
@@ -78,7 +85,13 @@ def test_translation(run_quick):
   assert all(np.mean(v) < config.exact_tol for k, v in eq.items() if k.startswith("stride1 / CIRCULAR"))
   assert all(np.mean(v) > 0.05 for k, v in eq.items() if k.startswith("stride2 / CIRCULAR") and "1 px" in k)
   module = experiments.get("translation")
-  assert len(r["records"]) == len(module.MODEL_LABELS) * config.seeds
+  assert len(r["records"]) == (len(module.MODEL_LABELS) + len(module.AUGMENTED)) * config.seeds
+  # The augmented arm: the same nets, seeds and batches, trained on randomly translated digits.
+  by = {(rec["model"], rec["seed"]): rec for rec in r["records"]}
+  for m in module.AUGMENTED:
+    assert r["params"][f"{m}+aug"] == r["params"][m]
+    assert by[(f"{m}+aug", 0)]["train_loss"] != by[(m, 0)]["train_loss"]
+  assert f"trained with {config.augment_arm}" in md and "## 4. Trained on centred vs randomly translated" in md
   for rec in r["records"]:  # kept: mean accuracy over shifts 1..k minus accuracy at 0, from per-digit scores
     shifted = [rec[f"acc_shift{s}"] for s in range(1, config.max_shift + 1)]
     assert rec["kept"] == pytest.approx(np.mean(shifted) - rec["acc_shift0"], abs=1e-9)
