@@ -2,7 +2,7 @@
 
 On real 8x8 digits centred on a larger zero canvas: (1) the equivariance error ‖f(shift(x)) − shift(f(x))‖ / ‖f(x)‖
 of random-init conv stacks (stride 1 / stride 2 / max pool / BlurPool, circular vs zero padding); (2) accuracy
-under test-time shifts of 0…k px of nets trained on centred digits: MLP, locally-connected net, CNNs with flatten
+under test-time shifts of 0…k px of nets trained on centred digits: an MLP, and CNNs with flatten
 or global-average-pool (GAP) heads, each max-pool CNN beside a control of equal parameters with stride-2 convs
 instead of pools; (3) shift consistency (Zhang 2019), max vs max-blur pooling; (4) beside the claims, the max-pool
 CNNs trained again with random translations (`augment_arm`): how much of the loss under shifts is the training
@@ -224,7 +224,7 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
       "layer's total stride (else the better of the two nearest integer output shifts).\n\n",
       reporting.markdown_table(["stack", "padding", "input"] + [f"1 px, layer {d}" for d in depths]
                                + [f"stride, layer {d}" for d in depths], eq_rows),
-      "\n## 2. Accuracy vs test-time translation (trained on centred digits)\n\n",
+      "\n## 2. Accuracy vs test-time translation (trained on centred digits unless a row says otherwise)\n\n",
       reporting.markdown_table(
           ["model", "params", "train"] + [f"shift {s}" for s in shifts] + ["kept (pts)", "consistency"],
           [[_label(results, m), results["params"][m], pct(results["train_accuracy"][m])]
