@@ -4,7 +4,8 @@ Single-object detection on canvases of one real MNIST digit (`cnnlab.data.canvas
 pasted at a random position on 32x32); the target is the class and the box of the digit's strokes. A
 CNN (3x3 conv + max pool stages, a dense layer, a class + box head) against an MLP whose hidden width is
 chosen to give it about the CNN's parameter count; both trained with cross-entropy + (1 - GIoU)
-(`train.loss = "class_and_box"`), 20 trainings of 1,000 steps (10 seeds per model). Measured on the train and
+(`train.loss = "class_and_box"`), each at the best rate of `lr_grid` on canvases held out of the training set,
+then 20 trainings of 1,000 steps (10 seeds per model). Measured on the train and
 test canvases: classification accuracy, mean box IoU, the share of digits both classified and localised (IoU
 >= 0.5, PASCAL VOC's criterion), with the test set's sampling variance of each paired difference; the trivial
 prediction's scores (the most frequent class and the mean training box) and step times. The CLAIMS
@@ -15,6 +16,7 @@ Result:   see REPORT.md (ledger) and the run's results.md.
 """
 
 import functools
+import os
 import time
 
 import ml_collections
@@ -51,11 +53,13 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.train.loss = "class_and_box"
   c.train.steps = 1000
   c.train.batch_size = 32
-  c.train.learning_rate = 2e-3
+  c.train.learning_rate = 2e-3     # serves both models when lr_grid is empty
   c.train.log_every = 100
   c.train.checkpoint_every = 1000
   c.conv_features = (16, 32, 32)   # CNN channels per conv stage (each: 3x3 conv, ReLU, 2x2 max pool)
   c.hidden = (32,)                 # CNN dense widths between the conv stack and the head
+  c.lr_grid = (1e-3, 3e-3, 1e-2)   # rates tried per model (seed_base, validation canvases); () uses train.learning_rate
+  c.val_canvases = 500             # training canvases held out to choose the rate (the rest train the candidates)
   c.seeds = 10                     # seeds per model (init and batch order)
   c.seed_base = 0                  # first seed: this run uses seeds seed_base .. seed_base + seeds - 1 (another base
                                    # draws a disjoint set)
@@ -71,6 +75,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.conv_features = (8, 16)
     c.hidden = (16,)
     c.seeds = 2
+    c.lr_grid, c.val_canvases = (), 100
     c.timing_steps = 3
     c.figure_canvases = 4
   return c
@@ -80,6 +85,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """One-line UserErrors for impossible settings."""
   if config.seeds < 1 or config.seed_base < 0:
     raise UserError(f"localisation needs seeds >= 1 and seed_base >= 0, got {config.seeds}, {config.seed_base}")
+  if any(not 0 < lr < 1 for lr in config.lr_grid) or not 0 < config.val_canvases < config.canvas.n_train:
+    raise UserError(f"need rates in (0, 1), 0 < val_canvases < canvas.n_train: {tuple(config.lr_grid)}, "
+                    f"{config.val_canvases}")
   if config.train.loss != "class_and_box":
     raise UserError("localisation trains class + box: train.loss must be 'class_and_box'")
 
@@ -115,6 +123,28 @@ def trivial_baseline(ds: data.Dataset) -> tuple[dict, dict]:
   return {k: float(v.mean()) for k, v in values.items()}, values
 
 
+def _with_lr(config: ml_collections.ConfigDict, learning_rate: float) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({**config.to_dict(), "learning_rate": float(learning_rate)})
+
+
+def tune_learning_rates(config: ml_collections.ConfigDict, ds: data.Dataset, nets: dict, workdir: str) -> dict:
+  """Per model: each rate of lr_grid's share of right class and IoU >= 0.5 on the first `val_canvases` training
+  canvases, trained on the rest (seed_base; never the test canvases), and the best rate (ties: the smaller)."""
+  if not config.lr_grid:
+    return {m: {"learning_rate": config.train.learning_rate, "grid": [], "val_hit": []} for m in nets}
+  n = config.val_canvases
+  val = data.Dataset(f"{ds.name}-val", ds.x_train[n:], ds.y_train[n:], ds.x_train[:n], ds.y_train[:n], ds.num_classes)
+  score = lambda state, d: {"val_hit": float(per_example(  # noqa: E731
+      inference.outputs(state, d.x_test, config.train.eval_batch_size), d.y_test)["hit"].mean())}
+  grid = sorted(config.lr_grid)
+  records = sweep.run_trials(os.path.join(workdir, "tuning"), [
+      sweep.Trial(f"{m}_lr{lr:g}_s{config.seed_base}", net, val, config.seed_base, _with_lr(config.train, lr),
+                  {"model": m, "lr": lr}, after_fit=score) for m, net in nets.items() for lr in grid],
+      progress=config.train.progress)
+  hits = {m: [r["val_hit"] for r in records if r["model"] == m] for m in nets}
+  return {m: {"learning_rate": grid[int(np.argmax(h))], "grid": grid, "val_hit": h} for m, h in hits.items()}
+
+
 def measure(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, tuple]:
   """Per-seed test scores and parameters of CNN and MLP, the trivial baseline's scores, step times.
 
@@ -122,6 +152,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, tupl
   """
   ds = canvas.localisation_dataset(config.data, config.canvas)
   nets = build_models(config, ds.example_shape, ds.num_classes)
+  tuning = tune_learning_rates(config, ds, nets, workdir)
 
   def measured(first, state, ds):  # popped from the records below; the first seed also keeps the figure's canvases
     out = inference.outputs(state, ds.x_test, config.train.eval_batch_size)
@@ -129,7 +160,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, tupl
     return {**values, "examples": out[:config.figure_canvases]} if first else values
 
   seeds = range(config.seed_base, config.seed_base + config.seeds)
-  records = sweep.run_trials(workdir, [sweep.Trial(f"{name}_s{seed}", net, ds, seed, config.train, {"model": name},
+  records = sweep.run_trials(workdir, [sweep.Trial(f"{name}_s{seed}", net, ds, seed,
+                                                   _with_lr(config.train, tuning[name]["learning_rate"]), {"model": name},
                                                    after_fit=functools.partial(measured, seed == seeds[0]))
                                        for seed in seeds for name, net in nets.items()],
                              progress=config.train.progress)
@@ -144,6 +176,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, tupl
   per_model = lambda metric: {m: v for (m,), v in sweep.group(records, ("model",), metric).items()}  # noqa: E731
   params = {m: int(p[0]) for m, p in per_model("params").items()}
   results = {"dataset": ds.name, "n_train": len(ds.y_train), "n_test": len(ds.y_test), "trivial": trivial,
+             "tuning": tuning,
              "scores": {f"{m}/{k}": v for k in METRICS for m, v in per_model(f"test_{k}").items()},
              "train_scores": {f"{m}/{k}": v for k in METRICS for m, v in per_model(f"train_{k}").items()},
              "test_var": test_var,
@@ -165,20 +198,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def render(results: dict, config: ml_collections.ConfigDict) -> str:
   """results.md: train and test scores of the trivial prediction, CNN and MLP, and the verdicts of CLAIMS."""
   r, t = results, results["trivial"]
-  rows = [["most frequent class + mean box (trivial)", 0] + [x for k in METRICS for x in ("", f"{100 * t[k]:.1f}")]
+  rows = [["most frequent class + mean box (trivial)", "", 0] + [x for k in METRICS for x in ("", f"{100 * t[k]:.1f}")]
           + [""]]
   for m in r["params"]:
-    rows.append([LABELS[m], r["params"][m]] + [reporting.fmt_mean_std(r[s][f"{m}/{k}"], 100) for k in METRICS
+    t = r["tuning"][m]
+    tried = ", ".join(f"{lr:g}: {100 * h:.1f}" for lr, h in zip(t["grid"], t["val_hit"]))
+    rows.append([LABELS[m], f"{t['learning_rate']:g}" + (f" ({tried})" if tried else ""), r["params"][m]] + [reporting.fmt_mean_std(r[s][f"{m}/{k}"], 100) for k in METRICS
                                                for s in ("train_scores", "scores")]
                 + [f"{1000 * r['step_seconds'][m]:.1f}"])
   md = [f"# Single-digit localisation: class + box (`{r['dataset']}`)\n\n",
         f"{r['n_train']:,} train / {r['n_test']:,} test canvases of {config.canvas.size}x{config.canvas.size} px, "
         f"one real digit each. {config.seeds} seed(s) from {config.seed_base}, {config.train.steps} Adam steps of "
-        f"batch {config.train.batch_size}, loss cross-entropy + (1 - GIoU); numbers in %, mean ± std over seeds, on "
-        "the training canvases and on the test canvases.\n\n",
-        reporting.markdown_table(["model", "params"] + [f"{NAMES[k]} ({s})" for k in METRICS for s in ("train", "test")]
+        f"batch {config.train.batch_size} at each model's rate, loss cross-entropy + (1 - GIoU); numbers in %, mean "
+        "± std over seeds, on the training canvases and on the test canvases.\n\n",
+        reporting.markdown_table(["model", "learning rate (validation right class and IoU ≥ 0.5, % per rate tried)",
+                                  "params"] + [f"{NAMES[k]} ({s})" for k in METRICS for s in ("train", "test")]
                                  + ["ms / train step"], rows),
-        f"\nThe MLP's hidden width is chosen to match the CNN's parameter count. Step time: median of "
+        "\nThe MLP's hidden width is chosen to match the CNN's parameter count. "
+        + (f"Learning rate: the best share of right class and IoU ≥ 0.5 on {config.val_canvases} held-out training "
+           f"canvases (seed {config.seed_base}), trained on the others. " if config.lr_grid else
+           "Learning rate: train.learning_rate for both (no grid). ")
+        + f"Step time: median of "
         f"{config.timing_steps} compiled steps on this machine (it depends on the load; compare within a run). "
         "A comparison's interval adds the test set's sampling variance of the paired difference (var over the test "
         "canvases of the per-canvas difference / n) to the spread over seeds.\n\n",
