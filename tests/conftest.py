@@ -13,6 +13,26 @@ from cnnlab.runtime import xla_flags  # pylint: disable=g-import-not-at-top,wron
 xla_flags.apply()  # as run.py does, before JAX starts, so that tests compute what runs compute
 
 
+def pytest_configure(config):
+  """One persistent compilation cache per test session (a fresh temp dir, removed at the end), shared by the xdist
+  workers and the runs tests start as subprocesses: many tests compile the same tiny programs, and XLA:CPU's
+  compiles, not the computations, are most of the suite's time. Never the user's cache (~/.cache/cnnlab)."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from cnnlab.runtime import compile_cache  # pylint: disable=g-import-not-at-top
+  if os.environ.get(compile_cache.ENV_VAR, "x").strip().lower() in ("", "off", "0", "false", "none"):
+    return  # CNNLAB_JAX_CACHE=off pytest: every test compiles its own programs
+  if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) makes the directory
+    config.cnnlab_jax_cache = tempfile.mkdtemp(prefix="cnnlab-test-jax-cache-")
+    os.environ[compile_cache.ENV_VAR] = config.cnnlab_jax_cache  # workers and subprocesses inherit it
+  compile_cache.enable()
+
+
+def pytest_unconfigure(config):
+  import shutil  # pylint: disable=g-import-not-at-top
+  if getattr(config, "cnnlab_jax_cache", None):
+    shutil.rmtree(config.cnnlab_jax_cache, ignore_errors=True)
+
+
 @pytest.fixture
 def classic_threefry():
   """jax.random draws with the classic Threefry for the test: XLA:CPU compiles each new draw in ~0.5 s instead of
