@@ -6,8 +6,9 @@ under test-time shifts of 0…k px of nets trained on centred digits: an MLP, an
 or global-average-pool (GAP) heads, each max-pool CNN beside a control of equal parameters with stride-2 convs
 instead of pools; (3) shift consistency (Zhang 2019), max vs max-blur pooling; (4) beside the claims, the max-pool
 CNNs trained again with random translations (`augment_arm`): how much of the loss under shifts is the training
-distribution (Azulay & Weiss 2019). 10 seeds: 80 trainings of 400 steps; the CLAIMS judges pair the arms by seed
-and add the test set's sampling error.
+distribution (Azulay & Weiss 2019). Each net at the best rate of `lr_grid` on a validation split of the training
+set (the augmented twins at their net's rate); 10 seeds: 80 trainings of 400 steps; the CLAIMS judges pair the
+arms by seed and add the test set's sampling error.
 
 Command:  python run.py --exp=translation
 Result:   see REPORT.md (ledger) and the run's results.md.
@@ -29,7 +30,7 @@ from cnnlab.models import blurpool
 from cnnlab.ops import shift
 from cnnlab.report import figures, ledger, rendering as reporting, stats, tables, verdicts
 from cnnlab.runtime import prng
-from cnnlab.training import sweep, train
+from cnnlab.training import sweep, train, tuning
 
 CNNS = {"cnn_flat": ("max", "flatten"), "cnn_flat_stride": ("stride", "flatten"), "cnn_gap": ("max", "gap"),
         "cnn_gap_stride": ("stride", "gap"), "cnn_gap_blur": ("maxblur", "gap")}  # poolnet downsample, head
@@ -50,7 +51,8 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.data = data.get_config()
   c.data.name = "digits"           # 8x8 real digits: small enough that a canvas leaves room to translate
   c.train = train.get_config()
-  c.train.steps, c.train.batch_size, c.train.learning_rate = 400, 64, 2e-3
+  c.train.steps, c.train.batch_size, c.train.learning_rate = 400, 64, 2e-3  # learning_rate: when lr_grid is ()
+  c.lr_grid = (1e-3, 3e-3, 1e-2)   # Adam rates tried per net on a validation split (cnnlab.training.tuning)
   c.train.log_every, c.train.checkpoint_every = 100, 400
   c.canvas = 16                    # digits are centred on a canvas x canvas zero image (margin 4 each side)
   c.max_shift = 4                  # test-time translations 0..max_shift pixels (up to the margin: no cropping)
@@ -68,6 +70,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.exact_tol = 1e-4               # relative error below this counts as exactly equivariant (float32 rounding)
   if quick:
     c.train.steps, c.train.batch_size, c.train.eval_batch_size = 20, 32, 200
+    c.lr_grid = ()
     c.train.log_every, c.train.checkpoint_every, c.train.tensorboard = 10, 20, False
     c.canvas, c.max_shift, c.consistency_shift, c.augment_arm = 12, 2, 2, "translate:2"
     c.features, c.mlp_hidden, c.seeds = (4, 8), (32,), 2
@@ -80,6 +83,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.seeds < 1 or config.seed_base < 0 or config.max_shift < 1:
     raise UserError("translation needs seeds >= 1, seed_base >= 0 and max_shift >= 1")
   augment.build(config.augment_arm)  # a one-line UserError for an unknown spec
+  if config.lr_grid:
+    tuning.check_grid(config.lr_grid)
 
 
 def _seeds(config: ml_collections.ConfigDict) -> range:
@@ -155,10 +160,13 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   conv = dict(features=tuple(config.features), num_classes=ds.num_classes)
   nets = {"mlp": models.create("mlp", hidden=tuple(config.mlp_hidden), num_classes=ds.num_classes),
           **{m: models.create("poolnet", downsample=d, head=h, **conv) for m, (d, h) in CNNS.items()}}
-  arms = [(m, net, config.train) for m, net in nets.items()]
-  if config.augment_arm:
-    augmented = ml_collections.ConfigDict({**config.train.to_dict(), "augment": config.augment_arm})
-    arms += [(f"{m}+aug", nets[m], augmented) for m in AUGMENTED]
+  rates = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress)
+           if config.lr_grid else {})
+  rated = {m: tuning.with_rate(config.train, rates[m]["chosen"]) if rates else config.train for m in nets}
+  arms = [(m, net, rated[m]) for m, net in nets.items()]
+  if config.augment_arm:  # at the rate chosen for the same net trained on centred digits
+    arms += [(f"{m}+aug", nets[m], ml_collections.ConfigDict({**rated[m].to_dict(), "augment": config.augment_arm}))
+             for m in AUGMENTED]
   trials = [sweep.Trial(f"{m}_s{seed}", net, ds, seed, train_config, {"model": m},
                         after_fit=functools.partial(shift_scores, config, seed=seed))
             for seed in _seeds(config) for m, net, train_config in arms]
@@ -166,7 +174,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   by_model = lambda metric: {m: v for (m,), v in sweep.group(records, ("model",), metric).items()}
   acc = {s: by_model(f"acc_shift{s}") for s in range(config.max_shift + 1)}
   return {"dataset": ds.name, "n_test": len(ds.y_test), "exact_tol": config.exact_tol,
-          "augment_arm": config.augment_arm,
+          "augment_arm": config.augment_arm, "learning_rates": rates,
           "equivariance": {" / ".join(map(str, k)): v for k, v in err.items()},
           "accuracy_vs_shift": {f"{m}@{s}": acc[s][m] for m, _, _ in arms for s in acc},
           **{m: by_model(m) for m in ("kept", "kept_se", "consistency", "train_accuracy")},
@@ -179,6 +187,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results["smoke_test"] = config.smoke_test
   _plot(workdir, results)
   return reporting.publish(workdir, results, render(results, config))
+
+
+def _rates_line(results: dict) -> str:
+  """Each net's learning rate and its validation accuracy per rate tried."""
+  rates = results.get("learning_rates") or {}
+  if not rates:
+    return "Every net at the configured learning rate (no tuning)."
+  n = next(iter(rates.values()))["n_validation"]
+  cells = "; ".join(f"{MODEL_LABELS[m]} {r['chosen']:g} (" + ", ".join(
+      f"{k}: {100 * v:.1f}" for k, v in r["validation_accuracy"].items()) + ")" for m, r in rates.items())
+  return (f"Learning rate per net (its augmented twin uses the same), chosen on a {n}-example validation split of the "
+          f"training set, validation accuracy % per rate: {cells}.")
 
 
 def _shifts(results: dict) -> list[int]:
@@ -218,7 +238,8 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
       f"# Translation: equivariance, invariance and where they break (`{results['dataset']}`)\n\n",
       f"{config.seeds} seeds from seed {config.seed_base}; {config.train.steps} Adam steps of batch "
       f"{config.train.batch_size} on centred digits; {results['n_test']} test digits. Accuracies in %, mean ± std "
-      "over seeds; intervals are 95 % CIs, paired by seed, with the test set's sampling error.\n\n",
+      "over seeds; intervals are 95 % CIs, paired by seed, with the test set's sampling error. "
+      f"{_rates_line(results)}\n\n",
       "## 1. Equivariance error of random-init conv stacks\n\n",
       "‖f(shift(x)) − shift(f(x))‖ / ‖f(x)‖ after each conv layer (mean over seeds), for a 1 px shift and one by the "
       "layer's total stride (else the better of the two nearest integer output shifts).\n\n",
