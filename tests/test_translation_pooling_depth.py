@@ -76,6 +76,26 @@ def test_every_statistical_claim_declares_the_rule_its_judge_uses():
 # --- translation -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~1 min on 2 cores (12 more trainings than the quick run)
+def test_translation_tunes_a_rate_per_net_and_trains_the_augmented_twin_at_it(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from cnnlab import runner  # pylint: disable=g-import-not-at-top
+  module = experiments.get("translation")
+  config = _with(module.get_config(quick=True), lr_grid=(1e-3, 1e-2))
+  config.train.progress = False
+  r = runner.run_experiment(module, config, str(tmp_path))
+  rates = r["learning_rates"]
+  assert set(rates) == {"mlp", *module.CNNS} and all(v["chosen"] in (1e-3, 1e-2) for v in rates.values())
+  for m, v in rates.items():  # the best validation accuracy wins (ties: the smaller rate)
+    acc = {float(k): a for k, a in v["validation_accuracy"].items()}
+    assert v["chosen"] == max(sorted(acc), key=acc.get)
+  assert len(os.listdir(tmp_path / "tuning" / "trials")) == 2 * len(rates)
+  trained = lambda name: json.load(open(tmp_path / "trials" / name / "trained_with.json"))  # noqa: E731
+  for m in module.AUGMENTED:
+    assert trained(f"{m}+aug_s0")["learning_rate"] == trained(f"{m}_s0")["learning_rate"] == rates[m]["chosen"]
+  assert "validation split" in open(tmp_path / "results.md").read()
+
+
 @pytest.mark.slow  # 1-2 min on 2 cores: run by .ci/run after the default suite
 def test_translation(run_quick):
   config, r, md, workdir = run_quick("translation")
