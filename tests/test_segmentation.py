@@ -311,3 +311,24 @@ def verdicts_of(name: str, workdir: str, md: str) -> dict:
   assert all(f"— {f.verdict}.** {f.figure}" in md for f in findings.values()) and "Smoke test" in md
   assert all(c.assess({**stored, "smoke_test": False}).verdict in ledger.VERDICTS for c in claims)
   return {k: f.verdict for k, f in findings.items()}
+
+
+@pytest.mark.slow  # ~40 s on 2 cores (4 tuning trainings, then 2)
+def test_localisation_chooses_each_models_rate_on_held_out_training_canvases(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from cnnlab import runner  # pylint: disable=g-import-not-at-top
+  from experiments import localisation as loc  # pylint: disable=g-import-not-at-top
+  config = loc.get_config(quick=True)
+  config.lr_grid, config.val_canvases, config.seeds = (1e-2, 1e-3), 100, 1
+  config.train.progress = False
+  r = runner.run_experiment(loc, config, str(tmp_path))
+  for m, t in r["tuning"].items():
+    assert t["grid"] == [1e-3, 1e-2] and len(t["val_hit"]) == 2
+    assert t["learning_rate"] == t["grid"][int(np.argmax(t["val_hit"]))]  # the best (ties: the smaller rate)
+    assert json.load(open(tmp_path / "trials" / f"{m}_s0" / "trained_with.json"))["learning_rate"] == t["learning_rate"]
+  assert sorted(os.listdir(tmp_path / "tuning" / "trials")) == [
+      "cnn_lr0.001_s0", "cnn_lr0.01_s0", "mlp_lr0.001_s0", "mlp_lr0.01_s0"]
+  assert "held-out training canvases" in open(tmp_path / "results.md").read()
+  with pytest.raises(UserError, match="val_canvases"):
+    config.val_canvases = config.canvas.n_train
+    loc.validate_config(config)
