@@ -28,7 +28,7 @@ from cnnlab.data import canvas
 from cnnlab.metrics import sampling
 from cnnlab.ops import analysis
 from cnnlab.report import ledger, rendering as reporting, stats, tables
-from cnnlab.training import inference, losses, sweep, timing, train
+from cnnlab.training import inference, losses, sweep, timing, train, tuning
 from cnnlab.errors import UserError
 
 LABELS = {"cnn": "CNN", "mlp": "MLP (similar size)"}
@@ -123,10 +123,6 @@ def trivial_baseline(ds: data.Dataset) -> tuple[dict, dict]:
   return {k: float(v.mean()) for k, v in values.items()}, values
 
 
-def _with_lr(config: ml_collections.ConfigDict, learning_rate: float) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({**config.to_dict(), "learning_rate": float(learning_rate)})
-
-
 def tune_learning_rates(config: ml_collections.ConfigDict, ds: data.Dataset, nets: dict, workdir: str) -> dict:
   """Per model: each rate of lr_grid's share of right class and IoU >= 0.5 on the first `val_canvases` training
   canvases, trained on the rest (seed_base; never the test canvases), and the best rate (ties: the smaller)."""
@@ -138,7 +134,7 @@ def tune_learning_rates(config: ml_collections.ConfigDict, ds: data.Dataset, net
       inference.outputs(state, d.x_test, config.train.eval_batch_size), d.y_test)["hit"].mean())}
   grid = sorted(config.lr_grid)
   records = sweep.run_trials(os.path.join(workdir, "tuning"), [
-      sweep.Trial(f"{m}_lr{lr:g}_s{config.seed_base}", net, val, config.seed_base, _with_lr(config.train, lr),
+      sweep.Trial(f"{m}_lr{lr:g}_s{config.seed_base}", net, val, config.seed_base, tuning.with_rate(config.train, lr),
                   {"model": m, "lr": lr}, after_fit=score) for m, net in nets.items() for lr in grid],
       progress=config.train.progress)
   hits = {m: [r["val_hit"] for r in records if r["model"] == m] for m in nets}
@@ -152,7 +148,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, tupl
   """
   ds = canvas.localisation_dataset(config.data, config.canvas)
   nets = build_models(config, ds.example_shape, ds.num_classes)
-  tuning = tune_learning_rates(config, ds, nets, workdir)
+  rates = tune_learning_rates(config, ds, nets, workdir)
 
   def measured(first, state, ds):  # popped from the records below; the first seed also keeps the figure's canvases
     out = inference.outputs(state, ds.x_test, config.train.eval_batch_size)
@@ -161,7 +157,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, tupl
 
   seeds = range(config.seed_base, config.seed_base + config.seeds)
   records = sweep.run_trials(workdir, [sweep.Trial(f"{name}_s{seed}", net, ds, seed,
-                                                   _with_lr(config.train, tuning[name]["learning_rate"]), {"model": name},
+                                                   tuning.with_rate(config.train, rates[name]["learning_rate"]),
+                                                   {"model": name},
                                                    after_fit=functools.partial(measured, seed == seeds[0]))
                                        for seed in seeds for name, net in nets.items()],
                              progress=config.train.progress)
@@ -176,7 +173,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, tupl
   per_model = lambda metric: {m: v for (m,), v in sweep.group(records, ("model",), metric).items()}  # noqa: E731
   params = {m: int(p[0]) for m, p in per_model("params").items()}
   results = {"dataset": ds.name, "n_train": len(ds.y_train), "n_test": len(ds.y_test), "trivial": trivial,
-             "tuning": tuning,
+             "tuning": rates,
              "scores": {f"{m}/{k}": v for k in METRICS for m, v in per_model(f"test_{k}").items()},
              "train_scores": {f"{m}/{k}": v for k in METRICS for m, v in per_model(f"train_{k}").items()},
              "test_var": test_var,
@@ -203,9 +200,9 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
   for m in r["params"]:
     t = r["tuning"][m]
     tried = ", ".join(f"{lr:g}: {100 * h:.1f}" for lr, h in zip(t["grid"], t["val_hit"]))
-    rows.append([LABELS[m], f"{t['learning_rate']:g}" + (f" ({tried})" if tried else ""), r["params"][m]] + [reporting.fmt_mean_std(r[s][f"{m}/{k}"], 100) for k in METRICS
-                                               for s in ("train_scores", "scores")]
-                + [f"{1000 * r['step_seconds'][m]:.1f}"])
+    scores = [reporting.fmt_mean_std(r[s][f"{m}/{k}"], 100) for k in METRICS for s in ("train_scores", "scores")]
+    rows.append([LABELS[m], f"{t['learning_rate']:g}" + (f" ({tried})" if tried else ""), r["params"][m], *scores,
+                 f"{1000 * r['step_seconds'][m]:.1f}"])
   md = [f"# Single-digit localisation: class + box (`{r['dataset']}`)\n\n",
         f"{r['n_train']:,} train / {r['n_test']:,} test canvases of {config.canvas.size}x{config.canvas.size} px, "
         f"one real digit each. {config.seeds} seed(s) from {config.seed_base}, {config.train.steps} Adam steps of "
