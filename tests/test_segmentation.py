@@ -325,7 +325,8 @@ def test_localisation_chooses_each_models_rate_on_held_out_training_canvases(tmp
   for m, t in r["tuning"].items():
     assert t["grid"] == [1e-3, 1e-2] and len(t["val_hit"]) == 2
     assert t["learning_rate"] == t["grid"][int(np.argmax(t["val_hit"]))]  # the best (ties: the smaller rate)
-    assert json.load(open(tmp_path / "trials" / f"{m}_s0" / "trained_with.json"))["learning_rate"] == t["learning_rate"]
+    trained_with = json.load(open(tmp_path / "trials" / f"{m}_s0" / "trained_with.json"))
+    assert trained_with["learning_rate"] == t["learning_rate"]
   assert sorted(os.listdir(tmp_path / "tuning" / "trials")) == [
       "cnn_lr0.001_s0", "cnn_lr0.01_s0", "mlp_lr0.001_s0", "mlp_lr0.01_s0"]
   assert "held-out training canvases" in open(tmp_path / "results.md").read()
