@@ -1,10 +1,10 @@
 """Fully-convolutional encoder-decoders for semantic segmentation: transposed-conv or resize upsampling, U-Net skips.
 
-Encoder: per stage a 3x3 conv + ReLU, with a 2x2 max pool before every stage but the first (so a
-32x32 input is seen at 32, 16, 8 with three stages). Decoder: per finer stage an upsampling by 2 —
+Encoder: per stage a 3x3 conv + activation (ReLU by default), with a 2x2 max pool before every stage but the
+first (so a 32x32 input is seen at 32, 16, 8 with three stages). Decoder: per finer stage an upsampling by 2 —
 a stride-2 transposed conv (`transposed`) or a fixed bilinear / nearest resize followed by a 3x3 conv
 (`bilinear`, `nearest`; Odena et al. 2016) — then, for a U-Net (Ronneberger et al. 2015), concatenation
-with the encoder map of that resolution, then a 3x3 conv + ReLU. A 1x1 conv gives per-pixel class logits.
+with the encoder map of that resolution, then a 3x3 conv + activation. A 1x1 conv gives per-pixel class logits.
 With the default 3x3 kernels both upsamplers have the same parameters, so the variants differ in one choice.
 """
 
@@ -62,6 +62,7 @@ class SegNet(nn.Module):
   conv: layers.ModuleDef = nn.Conv
   conv_transpose: layers.ModuleDef = nn.ConvTranspose
   pool_fn: Callable = layers.pool         # (x, kind) -> pooled x
+  activation: Callable = nn.relu          # after every 3x3 conv of encoder and decoder (e.g. a leaky ReLU)
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, train: bool = False) -> jax.Array:
@@ -74,13 +75,13 @@ class SegNet(nn.Module):
     for i, width in enumerate(self.features):
       if i:
         x = self.pool_fn(x, "max")
-      x = nn.relu(self.conv(width, (3, 3), padding="SAME", name=f"enc{i}")(x))
+      x = self.activation(self.conv(width, (3, 3), padding="SAME", name=f"enc{i}")(x))
       skips.append(x)
     for i in reversed(range(len(self.features) - 1)):
       x = Upsample(self.features[i], self.upsample, self.up_kernel, self.conv, self.conv_transpose, name=f"up{i}")(x)
       if self.skips:
         x = jax.numpy.concatenate([x, skips[i]], axis=-1)
-      x = nn.relu(self.conv(self.features[i], (3, 3), padding="SAME", name=f"dec{i}")(x))
+      x = self.activation(self.conv(self.features[i], (3, 3), padding="SAME", name=f"dec{i}")(x))
     return self.conv(self.num_classes, (1, 1), name="classifier")(x)
 
 
