@@ -2,9 +2,17 @@
 
 A stamp is a plain dict, stored in a workdir's provenance.json (when a run starts) and run_info.json (when it
 ends). A finished result is reused only when its stamp matches the current one in every part.
+
+Its "code" part hashes each cnnlab source file the run depended on: every file the experiment module imports,
+directly or through other cnnlab files (import statements anywhere in a file, so a function's late import counts),
+and, when the run ends, every file imported by a module whose registered object (a model, a loss) the run looked
+up by name (`recording_lookups`); a dataset package counts whole (WHOLE_PACKAGES). So editing one model re-runs the experiments that use it, not all of
+them. This relies on the package's rule that importing a module changes nothing outside it (registering names
+aside).
 """
 
 import ast
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -17,6 +25,9 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Libraries whose version can change the numbers a run computes.
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 PARTS = ("config", "module", "code", "versions")  # a stamp's parts, in the order a difference is reported
+# Packages that count whole once any of their files is a dependency: datasets are loaded through a per-process
+# cache, so a run that is served from it never looks its dataset up by name.
+WHOLE_PACKAGES = ("data",)
 
 
 @functools.lru_cache(maxsize=512)
@@ -52,13 +63,116 @@ def package_files(root: str | None = None) -> list[str]:
   return sorted(found)
 
 
-def source_hash(root: str | None = None) -> str:
-  """A short hash of the code of every source file of the cnnlab package (or of the package at `root`)."""
-  root = root or PACKAGE_DIR
-  h = hashlib.sha256()
-  for rel in package_files(root):
-    h.update(f"{rel}\0{code_hash(os.path.join(root, rel))}\n".encode())
-  return h.hexdigest()[:16]
+def _module_file(name: str) -> str | None:
+  """The file of cnnlab module `name` (dotted), relative to PACKAGE_DIR; None if `name` is not one."""
+  parts = name.split(".")
+  if parts[0] != "cnnlab":
+    return None
+  base = os.path.join(PACKAGE_DIR, *parts[1:])
+  for path in (os.path.join(base, "__init__.py"), base + ".py"):
+    if os.path.isfile(path):
+      return os.path.relpath(path, PACKAGE_DIR)
+  return None
+
+
+def _module_name(rel: str) -> str:
+  parts = rel[:-len(".py")].split(os.sep)
+  return ".".join(["cnnlab", *(parts[:-1] if parts[-1] == "__init__" else parts)])
+
+
+@functools.lru_cache(maxsize=1024)
+def _imports(path: str, mtime_ns: int, size: int, package: str | None) -> frozenset:  # pylint: disable=unused-argument
+  """The cnnlab files (relative to PACKAGE_DIR) that the file at `path` imports, with their parent packages."""
+  with open(path, encoding="utf-8") as f:
+    tree = ast.parse(f.read())
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom):
+      base = node.module or ""
+      if node.level:  # relative: resolved against the importing file's package
+        if package is None:
+          continue
+        parts = package.split(".")
+        base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+      names.add(base)
+      names.update(f"{base}.{a.name}" for a in node.names)
+  prefixes = {".".join(n.split(".")[:i + 1]) for n in names for i in range(n.count(".") + 1)}
+  return frozenset(f for f in map(_module_file, prefixes) if f)
+
+
+def dependencies(path: str, package: str | None = None) -> list[str]:
+  """The cnnlab files (relative to PACKAGE_DIR) that the Python file at `path` imports, directly or through
+  other cnnlab files, sorted. `package` resolves its relative imports (cnnlab's own files know theirs)."""
+  def imports(p, pkg):
+    st = os.stat(p)
+    return _imports(os.path.abspath(p), st.st_mtime_ns, st.st_size, pkg)
+  found, todo = set(), list(imports(path, package))
+  whole = [f for f in package_files() if f.split(os.sep)[0] in WHOLE_PACKAGES]
+  while todo:
+    rel = todo.pop()
+    if rel not in found:
+      found.add(rel)
+      name = _module_name(rel)
+      todo += imports(os.path.join(PACKAGE_DIR, rel), name if rel.endswith("__init__.py") else name.rpartition(".")[0])
+      todo += [f for f in whole if f.split(os.sep)[0] == rel.split(os.sep)[0]]
+  return sorted(found)
+
+
+def code_hashes(files) -> dict[str, str | None]:
+  """{file: code_hash} for cnnlab files given relative to PACKAGE_DIR; None for a file that no longer exists."""
+  out = {}
+  for rel in sorted(files):
+    path = os.path.join(PACKAGE_DIR, rel)
+    out[rel] = code_hash(path) if os.path.isfile(path) else None
+  return out
+
+
+def digest(code: dict | str) -> str:
+  """A short hash of a stamp's "code" part, for tables."""
+  if isinstance(code, str):
+    return code
+  return hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _defining_module(obj: Any) -> str | None:
+  while isinstance(obj, functools.partial):
+    obj = obj.func
+  return getattr(obj, "__module__", None)
+
+
+@contextlib.contextmanager
+def recording_lookups():
+  """While open, collects (into the set it yields) the modules defining every object a `cnnlab.registry.Registry`
+  lookup returns: the models, datasets and losses a run picks by name, which no import statement names.
+
+  The recorder wraps `Registry.get` from here rather than living in the registry, so that the registry's code
+  (which every experiment imports) stays out of what a run's provenance must hash for it.
+  """
+  from cnnlab import registry  # pylint: disable=g-import-not-at-top
+  used: set[str] = set()
+  original = registry.Registry.get
+
+  def get(self, name):
+    obj = original(self, name)
+    used.add(_defining_module(obj))
+    return obj
+
+  registry.Registry.get = get
+  try:
+    yield used
+  finally:
+    registry.Registry.get = original
+
+
+def with_lookups(stamp: dict, modules) -> dict:
+  """`stamp` with the files of the cnnlab `modules` (dotted names, from `cnnlab.registry.take_lookups`) and
+  everything they import added to its code part."""
+  files = set()
+  for rel in filter(None, map(_module_file, filter(None, modules))):
+    files |= {rel, *dependencies(os.path.join(PACKAGE_DIR, rel), _module_name(rel).rpartition(".")[0])}
+  return {**stamp, "code": {**stamp["code"], **code_hashes(files - set(stamp["code"]))}}
 
 
 def module_hash(module: ModuleType) -> str:
@@ -80,7 +194,8 @@ def versions() -> dict[str, str | None]:
 def stamp(config: Any, module: ModuleType) -> dict:
   """The provenance of a run of `module` with `config`: the config, code hashes and library versions."""
   as_dict = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else dict(config)
-  return {"config": as_dict, "module": module_hash(module), "code": source_hash(), "versions": versions()}
+  return {"config": as_dict, "module": module_hash(module), "code": code_hashes(dependencies(module.__file__)),
+          "versions": versions()}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -100,6 +215,17 @@ def differences(recorded: dict | None, current: dict) -> list[str]:
   out = []
   for part in PARTS:
     old, new = recorded[part], current[part]
+    if part == "code" and isinstance(old, dict):
+      # The files the run used, hashed now. While they and the experiment module are unchanged, so is everything
+      # they import: a file the module imports only now would take an edit to one of them.
+      new = code_hashes(old)
+      changed = sorted(k for k in old if old[k] != new[k])
+      if changed:
+        out.append(f"cnnlab source ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''})")
+      continue
+    if part == "code":
+      out.append("cnnlab source (recorded as one hash of the whole package)")
+      continue
     if old == new:
       continue
     if isinstance(new, dict):
@@ -111,5 +237,5 @@ def differences(recorded: dict | None, current: dict) -> list[str]:
       else:
         out.append(f"config (fields {', '.join(keys)})")
     else:
-      out.append({"module": "experiment module", "code": "cnnlab source"}[part] + f" ({old} -> {new})")
+      out.append(f"experiment module ({old} -> {new})")
   return out

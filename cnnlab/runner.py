@@ -96,13 +96,14 @@ def _reuse_or_retire(config: ml_collections.ConfigDict, path: str, stamp: dict, 
   return rec.results, ""
 
 
-def _finish(module: ModuleType, config: ml_collections.ConfigDict, path: str, stamp: dict) -> dict:
+def _finish(module: ModuleType, config: ml_collections.ConfigDict, path: str, stamp: dict, used: set[str]) -> dict:
   reporting.write_json(os.path.join(path, "config.json"), config_dict(config))  # config.json first
   started = datetime.datetime.now().isoformat(timespec="seconds")
   reporting.write_json(os.path.join(path, "provenance.json"), {**stamp, "started": started})
   start, cpu_start = time.time(), time.process_time()
   results = module.run(config, path)
   seconds = time.time() - start
+  stamp = provenance.with_lookups(stamp, used)  # the modules of the models and datasets it looked up by name
   reporting.write_json(os.path.join(path, "run_info.json"), {
       "seconds": round(seconds, 1), "cpu_seconds": round(time.process_time() - cpu_start, 1),  # all threads
       "started": started, "finished": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -119,15 +120,16 @@ def run_experiment(module: ModuleType, config: ml_collections.ConfigDict, workdi
   run). A finished run whose code or library versions changed is moved aside and run again. With `strict` (the
   command line), a workdir holding another config is refused; the report passes False to move it aside.
   """
-  validate(module, config)
-  stamp = provenance.stamp(config, module)
-  with workdirs.claim(workdir, exclusive=parallel.is_chief()):
-    results, _ = _reuse_or_retire(config, workdir, stamp, strict)
-    if results is not None:
-      print(f"Finished run found in {workdir} (same config, code and versions); not re-running "
-            "(results.md holds its table).")
-      return results
-    return _finish(module, config, workdir, stamp)
+  with provenance.recording_lookups() as used:
+    validate(module, config)  # looks up every dataset the config names: recorded even when a cache serves the run
+    stamp = provenance.stamp(config, module)
+    with workdirs.claim(workdir, exclusive=parallel.is_chief()):
+      results, _ = _reuse_or_retire(config, workdir, stamp, strict)
+      if results is not None:
+        print(f"Finished run found in {workdir} (same config, code and versions); not re-running "
+              "(results.md holds its table).")
+        return results
+      return _finish(module, config, workdir, stamp, used)
 
 
 def plan(module: ModuleType, config: ml_collections.ConfigDict, workdir: str, rerun: bool = False) -> str:

@@ -8,7 +8,9 @@ def test_stamp_records_config_code_module_and_versions():
   module = experiments.get("param_count")
   s = provenance.stamp(module.get_config(quick=True), module)
   assert set(s) == set(provenance.PARTS)
-  assert s["config"]["xla_check"] is False and len(s["code"]) == len(s["module"]) == 16
+  assert s["config"]["xla_check"] is False and len(s["module"]) == 16
+  assert "errors.py" in s["code"] and "models/__init__.py" in s["code"]  # what param_count imports, directly or not
+  assert "runner.py" not in s["code"] and all(len(h) == 16 for h in s["code"].values())
   assert s["versions"]["jax"] and s["versions"]["flax"]
   assert provenance.differences(s, s) == []
 
@@ -16,14 +18,37 @@ def test_stamp_records_config_code_module_and_versions():
 def test_every_difference_is_named():
   module = experiments.get("param_count")
   s = provenance.stamp(module.get_config(quick=True), module)
-  other = {**s, "config": {**s["config"], "lenet_input": 28}, "code": "0" * 16,
+  other = {**s, "config": {**s["config"], "lenet_input": 28}, "code": {**s["code"], "errors.py": "0" * 16},
            "versions": {**s["versions"], "jax": "0.0.1"}}
   diff = provenance.differences(other, s)
-  assert diff[0] == "config (fields lenet_input)" and diff[1].startswith("cnnlab source (0000")
+  assert diff[0] == "config (fields lenet_input)" and diff[1] == "cnnlab source (errors.py)"
   assert diff[2].startswith("versions (jax 0.0.1 -> ")
+  assert provenance.differences({**s, "code": {**s["code"], "gone.py": "0" * 16}}, s) == ["cnnlab source (gone.py)"]
+  assert provenance.differences({**s, "code": "0" * 16}, s) == [
+      "cnnlab source (recorded as one hash of the whole package)"]
   assert provenance.differences(None, s) == ["no provenance was recorded"] and provenance.differences({}, s)
 
 
-def test_the_package_hash_covers_every_source_file():
-  files = provenance.package_files()
-  assert "runner.py" in files and "training/train.py" in files and all(f.endswith(".py") for f in files)
+def test_dependencies_follow_imports_anywhere_in_a_file_and_through_other_files(tmp_path):
+  script = tmp_path / "script.py"
+  script.write_text("import numpy\n\ndef f():\n  from cnnlab.models import segnets\n")
+  deps = provenance.dependencies(str(script))
+  assert {"__init__.py", "models/__init__.py", "models/segnets.py"} <= set(deps)
+  assert "ops/conv_arithmetic.py" in deps  # imported by segnets.py
+  assert "models/lenet.py" not in deps and "runner.py" not in deps
+  script.write_text("from .models import lenet\nfrom . import errors\n")  # relative to the package given
+  assert {"models/lenet.py", "errors.py"} <= set(provenance.dependencies(str(script), package="cnnlab"))
+  script.write_text("from cnnlab.data import canvas\n")  # a dataset package counts whole
+  assert {"data/mnist1d.py", "data/digits.py"} <= set(provenance.dependencies(str(script)))
+
+
+def test_lookups_by_name_are_recorded_while_recording():
+  from cnnlab import models, registry  # pylint: disable=g-import-not-at-top
+  original = registry.Registry.get
+  with provenance.recording_lookups() as used:
+    models.create("unet", features=(4, 8))  # a functools.partial of SegNet
+  models.create("lenet5")
+  assert used == {"cnnlab.models.segnets"} and registry.Registry.get is original
+  stamp = provenance.with_lookups({"code": {}}, used)
+  assert {"models/segnets.py", "ops/conv_arithmetic.py", "errors.py"} <= set(stamp["code"])
+  assert provenance.digest(stamp["code"]) != provenance.digest({}) and len(provenance.digest(stamp["code"])) == 16

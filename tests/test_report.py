@@ -8,6 +8,7 @@ import os
 import pytest
 
 import experiments
+from cnnlab import provenance
 from cnnlab.report import build, ledger, render, rendering as reporting
 
 # The claims the ledger must cover (issue #8), by id.
@@ -73,7 +74,7 @@ def test_quick_report_on_fast_experiments_reuses_and_refreshes_stale_runs(tmp_pa
   md = open(os.path.join(workdir, "REPORT.md")).read()
   assert f"{len(rows)} smoke test (no verdict)" in md and "Smoke test" in md
   assert "## The claims ledger" in md and "## Environment" in md and "`python run.py --exp=param_count`" in md
-  assert "## Provenance" in md and out["experiments"]["param_count"]["provenance"]["code"] in md
+  assert "## Provenance" in md and provenance.digest(out["experiments"]["param_count"]["provenance"]["code"]) in md
   assert all(r["text"] in md for r in rows)
   # Run again: nothing is re-run. Then make one experiment's config stale: only that one runs again.
   again, _ = _quick_report(tmp_path, names)

@@ -134,6 +134,25 @@ def test_a_change_in_a_cnnlab_source_file_marks_cached_results_stale(tmp_path, m
   assert any(n.startswith("w.stale-") for n in _names(tmp_path))
 
 
+def test_only_an_edit_to_a_file_the_run_used_marks_it_stale(tmp_path, monkeypatch, capsys):
+  package = tmp_path / "pkg"
+  shutil.copytree(provenance.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+  monkeypatch.setattr(provenance, "PACKAGE_DIR", str(package))
+  work = tmp_path / "w"
+  _run(work)  # param_count builds lenet5 and alexnet by name: their files are recorded, the other models' are not
+  code = rendering.read_json(str(work / "run_info.json"))["provenance"]["code"]
+  assert "models/lenet.py" in code and "models/alexnet.py" in code and "models/segnets.py" not in code
+  for unused in ("models/segnets.py", "report/build.py", "runner.py"):
+    (package / unused).write_text((package / unused).read_text() + "\nANSWER = 42\n")
+  capsys.readouterr()
+  _run(work)
+  assert "Finished run found" in capsys.readouterr().out
+  lenet = package / "models" / "lenet.py"
+  lenet.write_text(lenet.read_text() + "\nANSWER = 42\n")
+  _run(work)
+  assert "changed since it ran: cnnlab source (models/lenet.py)" in capsys.readouterr().out
+
+
 def test_a_library_version_change_marks_cached_results_stale(tmp_path, monkeypatch, capsys):
   _run(tmp_path / "w")
   real = provenance.versions

@@ -5,6 +5,7 @@ import os
 import platform
 import re
 
+from cnnlab import provenance
 from cnnlab.errors import UserError
 from cnnlab.report import rendering
 
@@ -47,13 +48,23 @@ def _when(prov: dict) -> str:
   return f"{prov['seconds']:.0f} s" + (" (reused)" if prov["status"] == "reused" else "")
 
 
+def _code(stamp: dict) -> str:
+  """A stamp's cnnlab code as a table cell: a digest of its file hashes and how many files they cover."""
+  code = stamp.get("code")
+  if code is None:
+    return "—"
+  if isinstance(code, str):
+    return f"`{code}` (whole package)"
+  return f"`{provenance.digest(code)}` ({len(code)} files)"
+
+
 def provenance_table(provs: dict[str, dict]) -> str:
   """One row per experiment: how it was obtained, when, and the stamp it was computed with."""
   rows = []
   for name, p in provs.items():
     stamp = p.get("provenance") or {}
     versions = ", ".join(f"{k} {v}" for k, v in (stamp.get("versions") or {}).items() if v) or "not recorded"
-    rows.append([f"`{name}`", p["status"], _when(p), p.get("finished", "—"), f"`{stamp.get('code', '—')}`",
+    rows.append([f"`{name}`", p["status"], _when(p), p.get("finished", "—"), _code(stamp),
                  f"`{stamp.get('module', '—')}`", versions])
   return rendering.markdown_table(["experiment", "status", "run time", "finished", "cnnlab code", "module",
                                    "versions"], rows)
@@ -75,7 +86,7 @@ def section(name: str, claim: str, subdir: str, prov: dict) -> str:
   body = re.sub(r"^(#+) ", r"##\1 ", body, flags=re.M)
   body = re.sub(r"\]\(([^)/:]+\.png)\)", rf"]({name}/\1)", body)
   stamp = prov.get("provenance") or {}
-  made = f" · code `{stamp['code']}`, module `{stamp['module']}`" if stamp else ""
+  made = f" · code {_code(stamp)}, module `{stamp['module']}`" if stamp else ""
   return (f"## `{name}` — {claim}\n\n`python run.py --exp={name}` · {_when(prov)}{made} · "
           f"[results.md]({name}/results.md)\n\n{body.strip()}\n")
 
@@ -91,8 +102,9 @@ def report_markdown(rows: list[dict], sections: list[str], provs: dict[str, dict
       "## The claims ledger\n", ledger_table(rows),
       "How each verdict is measured:\n", *[f"- `{r['id']}`: {r['metric']}." for r in rows], "",
       "## Provenance\n",
-      "A result is reused only while its config, its module's code, the cnnlab package's code and the library "
-      "versions all match what it was computed with (hashes ignore comments and docstrings).\n",
+      "A result is reused only while its config, its module's code, the code of every cnnlab file it used (each "
+      "file its module imports, directly or not, and the modules of the models and datasets it looked up by name) "
+      "and the library versions all match what it was computed with (hashes ignore comments and docstrings).\n",
       provenance_table(provs),
       "## Environment\n", rendering.markdown_table(["", ""], [[k, v] for k, v in env.items()]),
       f"{timing}\n", *sections])
