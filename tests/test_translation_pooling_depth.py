@@ -190,6 +190,27 @@ def test_pooling(run_quick, monkeypatch):
   assert all(f.verdict in ledger.VERDICTS for f in _findings("pooling", workdir, smoke_test=False).values())
 
 
+@pytest.mark.slow  # ~1.5 min on 2 cores (12 tuning trainings more than the quick run)
+def test_pooling_tunes_a_rate_per_variant_and_data_set(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from cnnlab import runner  # pylint: disable=g-import-not-at-top
+  module = experiments.get("pooling")
+  config = _with(module.get_config(quick=True), lr_grid=(1e-3, 1e-2), seeds=1)
+  config.train.progress = False
+  r = runner.run_experiment(module, config, str(tmp_path))
+  for where in ("1d", "2d"):
+    table = r["learning_rates"][where]
+    assert set(table) == set(config.variants)
+    for v, t in table.items():  # the best validation accuracy wins (ties: the smaller rate)
+      acc = {float(k): a for k, a in t["validation_accuracy"].items()}
+      assert t["chosen"] == max(sorted(acc), key=acc.get)
+      trained = json.load(open(tmp_path / "trials" / f"{where}_{v}{'_f1.0' if where == '1d' else ''}_s0" /
+                               "trained_with.json"))
+      assert trained["learning_rate"] == t["chosen"]
+    assert len(os.listdir(tmp_path / where / "tuning" / "trials")) == 2 * len(table)
+  assert "validation split" in open(tmp_path / "results.md").read()
+
+
 def _pooling_results(acc: dict, sd: float = 0.005, n_test: int = 100_000) -> dict:
   """MNIST-1D at two sizes and 2-D digits; variant v's accuracy is acc[v] everywhere (per-seed noise sd)."""
   one = {f"{v}@{f}": _seeded(a, sd, seed=i + 7 * j) for i, (v, a) in enumerate(acc.items())
