@@ -6,9 +6,9 @@ ends). A finished result is reused only when its stamp matches the current one i
 Its "code" part hashes each cnnlab source file the run depended on: every file the experiment module imports,
 directly or through other cnnlab files (import statements anywhere in a file, so a function's late import counts),
 and, when the run ends, every file imported by a module whose registered object (a model, a loss) the run looked
-up by name (`recording_lookups`); a dataset package counts whole (WHOLE_PACKAGES). So editing one model re-runs the experiments that use it, not all of
-them. This relies on the package's rule that importing a module changes nothing outside it (registering names
-aside).
+up by name (`recording_lookups`); the dataset package counts whole (WHOLE_PACKAGES). So editing one model re-runs
+the experiments that use it, not all of them. This relies on the package's rule that importing a module changes
+nothing outside it (registering names aside).
 """
 
 import ast
@@ -167,7 +167,7 @@ def recording_lookups():
 
 
 def with_lookups(stamp: dict, modules) -> dict:
-  """`stamp` with the files of the cnnlab `modules` (dotted names, from `cnnlab.registry.take_lookups`) and
+  """`stamp` with the files of the cnnlab `modules` (dotted names, as `recording_lookups` collects them) and
   everything they import added to its code part."""
   files = set()
   for rel in filter(None, map(_module_file, filter(None, modules))):
