@@ -91,6 +91,25 @@ def test_overfitting_judges_no_size_where_a_net_does_not_fit_its_training_set():
 
 
 @pytest.mark.slow  # 1-2 min on 2 cores: run by .ci/run after the default suite
+def test_spatial_prior_tunes_each_2d_arm_on_a_validation_split(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from cnnlab import runner  # pylint: disable=g-import-not-at-top
+  config = spatial_prior.get_config(quick=True)
+  config.image.lr_grid, config.seeds, config.train.progress = (1e-3, 1e-2), 1, False
+  r = runner.run_experiment(spatial_prior, config, str(tmp_path))
+  for d, table in r["learning_rates_2d"].items():
+    assert set(table) == {"cnn", "mlp"}
+    for m, t in table.items():  # the best validation accuracy wins (ties: the smaller rate)
+      acc = {float(k): a for k, a in t["validation_accuracy"].items()}
+      assert t["chosen"] == max(sorted(acc), key=acc.get)
+      trained = json.load(open(tmp_path / "trials" / f"2d_{m}_{d[:4]}_s0" / "trained_with.json"))
+      assert trained["learning_rate"] == t["chosen"]
+    assert len(os.listdir(tmp_path / f"2d_{d}" / "tuning" / "trials")) == 4
+  assert set(r["learning_rates_2d"]) == {"original", "permuted"}
+  assert "validation split" in open(tmp_path / "results.md").read()
+
+
+@pytest.mark.slow  # 1-2 min on 2 cores: run by .ci/run after the default suite
 def test_spatial_prior_quick_run(run_quick):
   config, r, md, workdir = run_quick("spatial_prior")
   # Quick runs read 8x8 digits as 64-sample signals: logistic = 64 * 10 + 10 parameters.
