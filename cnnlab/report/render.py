@@ -103,7 +103,7 @@ def report_markdown(rows: list[dict], sections: list[str], provs: dict[str, dict
       "How each verdict is measured:\n", *[f"- `{r['id']}`: {r['metric']}." for r in rows], "",
       "## Provenance\n",
       "A result is reused only while its config, its module's code, the code of every cnnlab file it used (each "
-      "file its module imports, directly or not, and the modules of the models and datasets it looked up by name) "
+      "file its module imports, directly or not, the dataset package, and the models it looked up by name) "
       "and the library versions all match what it was computed with (hashes ignore comments and docstrings).\n",
       provenance_table(provs),
       "## Environment\n", rendering.markdown_table(["", ""], [[k, v] for k, v in env.items()]),
