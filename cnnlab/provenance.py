@@ -109,14 +109,14 @@ def dependencies(path: str, package: str | None = None) -> list[str]:
     st = os.stat(p)
     return _imports(os.path.abspath(p), st.st_mtime_ns, st.st_size, pkg)
   found, todo = set(), list(imports(path, package))
-  whole = [f for f in package_files() if f.split(os.sep)[0] in WHOLE_PACKAGES]
   while todo:
     rel = todo.pop()
     if rel not in found:
       found.add(rel)
       name = _module_name(rel)
       todo += imports(os.path.join(PACKAGE_DIR, rel), name if rel.endswith("__init__.py") else name.rpartition(".")[0])
-      todo += [f for f in whole if f.split(os.sep)[0] == rel.split(os.sep)[0]]
+      if rel.split(os.sep)[0] in WHOLE_PACKAGES and rel.endswith("__init__.py"):  # a whole package: every file
+        todo += [f for f in package_files() if f.split(os.sep)[0] == rel.split(os.sep)[0]]
   return sorted(found)
 
 
@@ -129,10 +129,8 @@ def code_hashes(files) -> dict[str, str | None]:
   return out
 
 
-def digest(code: dict | str) -> str:
-  """A short hash of a stamp's "code" part, for tables."""
-  if isinstance(code, str):
-    return code
+def digest(code: dict) -> str:
+  """A short hash of a stamp's "code" part ({file: hash}), for tables."""
   return hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:16]
 
 
