@@ -3,8 +3,10 @@
 Ablation separating the two ingredients of a conv layer: CNN (local + shared) vs locally-connected
 net (LCN: local, not shared; same architecture, `nn.ConvLocal`) vs MLP (neither), trained on 10%,
 30% and 100% of the training set, 10 seeds each (90 trainings; the three models of one seed share its
-data subset and batch order, so they are compared pairwise by seed). Measures parameter counts and
-per-seed train / test accuracy; the CLAIMS judges turn them into verdicts: paired differences with 95 %
+data subset and batch order, so they are compared pairwise by seed). Each model trains at its own learning rate,
+chosen on a validation split of the training set, for the same number of epochs at every size with a cosine
+schedule: long enough that its train loss is flat (results.md shows it). Measures parameter counts, per-seed
+train / test accuracy and train-loss curves; the CLAIMS judges turn them into verdicts: paired differences with 95 %
 confidence intervals that include the test set's sampling error, Holm-corrected across training-set sizes.
 
 Command:  python run.py --exp=weight_sharing          (mnist5k: 4,000 train / 1,000 test real MNIST digits)
@@ -18,7 +20,7 @@ import numpy as np
 import experiments
 from cnnlab import data, models
 from cnnlab.ops import analysis
-from cnnlab.report import figures, ledger, rendering as reporting, stats, tables, verdicts
+from cnnlab.report import curves, figures, ledger, rendering as reporting, stats, tables, verdicts
 from cnnlab.training import inference, sweep, train, tuning
 from cnnlab.errors import UserError
 
@@ -29,11 +31,15 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c = experiments.new_config(quick)
   c.data = data.get_config()
   c.train = train.get_config()
-  c.train.steps = 300
+  c.train.steps = 1875             # the full training set's budget: 30 epochs of 4,000 digits (see min_steps)
   c.train.batch_size = 64
-  c.train.learning_rate = 1e-3
+  c.train.learning_rate = 1e-3     # every model's when lr_grid is empty
+  c.train.schedule = "cosine"      # decays to 0 at the budget's end: train loss flattens (results.md's curves)
   c.train.log_every = 100
-  c.train.checkpoint_every = 300
+  c.train.checkpoint_every = 500
+  # A training fraction f trains max(min_steps, f * train.steps) steps (at most train.steps): the same epochs at
+  # every size, and enough steps for the smallest subsets to fit.
+  c.min_steps = 300
   c.features = (8, 16)             # conv channels per stage of both CNN and LCN (each: conv, ReLU, 2x2 max pool)
   c.kernel_size = 3                # conv / locally-connected window
   c.mlp_hidden = (256, 256)        # MLP hidden widths (same depth as the conv stack)
@@ -44,10 +50,11 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.factor = 10.0                  # "far more parameter-efficient": at least this many times fewer parameters
   # Adam rates tried per model on a validation split of the full training set (cnnlab.training.tuning); each
   # model then trains at its own best rate at every size. (): every model at train.learning_rate.
-  c.lr_grid = (3e-4, 1e-3, 3e-3)
+  c.lr_grid = (1e-3, 3e-3, 1e-2)
   if quick:
     c.data.name = "digits"
     c.train.steps = 20
+    c.min_steps = 20
     c.train.batch_size = 32
     c.train.log_every = 10
     c.train.checkpoint_every = 10
@@ -72,6 +79,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(f"weight_sharing: seed_base must be >= 0, got {config.seed_base}")
   if config.seeds < 1 or not config.train_fractions or not config.features or config.kernel_size < 1:
     raise UserError("weight_sharing needs seeds >= 1, at least one train fraction and conv stage, kernel_size >= 1")
+  if not 1 <= config.min_steps <= config.train.steps:
+    raise UserError(f"weight_sharing: min_steps must be in [1, train.steps={config.train.steps}], "
+                    f"got {config.min_steps}")
   if config.lr_grid:
     tuning.check_grid(config.lr_grid)
   if not all(0 < f <= 1 for f in config.train_fractions):
@@ -89,16 +99,16 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
                for c, l in zip(layers["cnn"], layers["lcn"]) if c["layer"].startswith("conv")]
   rates = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress)
            if config.lr_grid else {})
-  train_config = {name: tuning.with_rate(config.train, rates[name]["chosen"]) if rates else config.train
-                  for name in nets}
-  trials = []
+  trials, names = [], {}
   for fraction in config.train_fractions:
     for seed in range(config.seed_base, config.seed_base + config.seeds):
       subset = data.subsample(ds, fraction, seed)
       for name, net in nets.items():
-        trials.append(sweep.Trial(f"{name}_f{fraction}_s{seed}", net, subset, seed, train_config[name],
-                                  {"model": name, "fraction": fraction, "n_train": len(subset.y_train)},
-                                  after_fit=inference.test_correct))
+        trial_config = _budget(config, fraction, rates[name]["chosen"] if rates else config.train.learning_rate)
+        trials.append(sweep.Trial(f"{name}_f{fraction}_s{seed}", net, subset, seed, trial_config,
+                                  {"model": name, "fraction": fraction, "n_train": len(subset.y_train),
+                                   "steps": trial_config.steps}, after_fit=inference.test_correct))
+        names.setdefault(f"{name}@{fraction}", []).append(trials[-1].name)
   records = sweep.run_trials(workdir, trials, progress=config.train.progress)
   test = sweep.group(records, ("model", "fraction"), "test_accuracy")
   train_acc = sweep.group(records, ("model", "fraction"), "train_accuracy")
@@ -107,8 +117,17 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "conv_layers": conv_rows, "test_accuracy": {f"{m}@{f}": v for (m, f), v in test.items()},
           "train_accuracy": {f"{m}@{f}": v for (m, f), v in train_acc.items()},
           "test_correct": {f"{m}@{f}": v for (m, f), v in correct.items()},
-          "n_train": {str(r["fraction"]): r["n_train"] for r in records}, "learning_rates": rates,
-          "records": records}
+          "n_train": {str(r["fraction"]): r["n_train"] for r in records},
+          "steps": {str(r["fraction"]): r["steps"] for r in records}, "learning_rates": rates,
+          "train_loss_curves": curves.train_loss(workdir, names), "records": records}
+
+
+def _budget(config: ml_collections.ConfigDict, fraction: float, rate: float) -> ml_collections.ConfigDict:
+  """The training config of one cell: `rate`, and the fraction's share of the steps (see `min_steps`)."""
+  trial_config = tuning.with_rate(config.train, rate)
+  trial_config.steps = min(config.train.steps, max(config.min_steps, round(fraction * config.train.steps)))
+  trial_config.checkpoint_every = min(trial_config.checkpoint_every, trial_config.steps)
+  return trial_config
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -129,8 +148,9 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
              for label, e in _effects(results, a, b)]
   return "".join([
       f"# Weight sharing: CNN vs locally-connected net vs MLP on `{results['dataset']}`\n",
-      f"{config.seeds} seeds per cell (from seed {config.seed_base}), {config.train.steps} Adam steps of batch "
-      f"{config.train.batch_size}; test set: {results['n_test']} examples. {_rates_line(results)}\n",
+      f"{config.seeds} seeds per cell (from seed {config.seed_base}); Adam, batch {config.train.batch_size}, "
+      f"{config.train.schedule} schedule, {_steps_words(results)}; test set: {results['n_test']} examples. "
+      f"{_rates_line(results)}\n",
       "## Parameters\n",
       reporting.markdown_table(["model", "parameters", "x CNN"],
                                [[MODEL_LABELS[m], params[m], f"{params[m] / params['cnn']:.1f}"] for m in MODEL_LABELS]),
@@ -145,8 +165,22 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
       "95 % interval includes the test set's sampling error. CNN − MLP is context, not a claim.\n\n",
       reporting.markdown_table(["comparison", "training set", "estimate", "95 % CI"],
                                [[c, label, *_interval(e)] for c, label, e in effects]),
+      "\n## Training reached its plateau\n\nTrain loss on batches, mean ± std over seeds, late in each cell's "
+      "budget (flat: more steps would not fit the training set better).\n\n",
+      reporting.markdown_table(*curves.plateau_rows(results["train_loss_curves"], _cell_labels(results), "cell")),
+      "\n![train loss, full training set](learning_curves.png)\n",
       "\n", tables.verdicts_section(CLAIMS, results),
       "\n![accuracy vs training-set size](accuracy_vs_size.png)\n"])
+
+
+def _steps_words(results: dict) -> str:
+  n, steps = results["n_train"], results["steps"]
+  return "steps per training-set size: " + ", ".join(f"{steps[f]:,} at {n[f]:,} ex." for f in n)
+
+
+def _cell_labels(results: dict) -> dict[str, str]:
+  return {key: f"{MODEL_LABELS[key.split('@')[0]].split()[0]}, {results['n_train'][key.split('@')[1]]:,} ex."
+          for key in results["train_loss_curves"]}
 
 
 def _rates_line(results: dict) -> str:
@@ -177,6 +211,9 @@ def _plot(workdir: str, results: dict) -> None:
   bx.set_yscale("log")
   bx.set_ylabel("parameters (log)")
   reporting.save_figure(fig, workdir, "accuracy_vs_size")
+  full = max(fr, key=float)
+  curves.plot(workdir, "learning_curves", {m: results["train_loss_curves"][f"{m}@{full}"] for m in MODEL_LABELS},
+              {m: f"{MODEL_LABELS[m]}, {results['n_train'][full]:,} ex." for m in MODEL_LABELS})
 
 
 def _judge_efficiency(results: dict) -> ledger.Finding:

@@ -161,16 +161,18 @@ def test_code_hash_ignores_docstrings_and_comments_but_not_code(tmp_path):
 
 
 def test_a_second_seed_set_marks_claims_whose_verdicts_differ_unstable(tmp_path):
-  first, workdir = _quick_report(tmp_path, "param_count")
+  first, workdir = _quick_report(tmp_path, "param_count", quick=False)  # counts parameters: verdicts in seconds
   other = dict(first, claims=[dict(r) for r in first["claims"]])
   other["claims"][0]["verdict"] = "refuted" if other["claims"][0]["verdict"] != "refuted" else "supported"
+  other["claims"][1]["verdict"] = ledger.NOT_MEASURED  # e.g. its experiment failed there: nothing to compare
   other_path = tmp_path / "other.json"
   reporting.write_json(str(other_path), other)
-  out, _ = _quick_report(tmp_path, "param_count", compare_to=str(other_path))
+  out, _ = _quick_report(tmp_path, "param_count", quick=False, compare_to=str(other_path))
   rows = out["claims"]
-  assert [r["stable"] for r in rows] == [False] + [True] * (len(rows) - 1)
+  assert [r["stable"] for r in rows] == [False, None] + [True] * (len(rows) - 2)
   md = open(os.path.join(workdir, "REPORT.md")).read()
-  assert md.count("**unstable**") == 1 and "1 unstable" in md and "(both seed sets)" in md
+  assert md.count("**unstable**") == 1 and "1 unstable, 1 without a verdict on one of them" in md
+  assert "(both seed sets)" in md and "(not compared: not measured on the other seed set)" in md
 
 
 def test_seed_base_gets_its_own_workdir_and_compare_to_is_checked_first(tmp_path):

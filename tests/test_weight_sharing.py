@@ -38,6 +38,11 @@ def test_quick_run_writes_everything_and_resumes(run_quick, capsys):
   assert {f.verdict for f in findings.values()} == {ledger.SMOKE_TEST}
   assert all(f"— {f.verdict}.** {f.figure}" in md for f in findings.values())
   assert "train accuracy" in md.lower() and "95 % CI" in md
+  # Each cell's step count and every seed's train-loss curve are stored, and results.md tabulates them.
+  assert results["steps"] == {str(f): weight_sharing._budget(config, f, 1e-3).steps for f in config.train_fractions}
+  curve = results["train_loss_curves"][f"cnn@{config.train_fractions[-1]}"]
+  assert curve["steps"][-1] == config.train.steps and all(len(v) == config.seeds for v in curve["loss"])
+  assert "Training reached its plateau" in md and os.path.exists(os.path.join(workdir, "learning_curves.png"))
   # The parameter claim is exact: the quick run's counts decide it once the smoke-test mark is lifted.
   p = stored["params"]
   expected = "supported" if min(p["lcn"], p["mlp"]) >= config.factor * p["cnn"] else "refuted"
@@ -54,6 +59,17 @@ def test_seed_base_is_validated_and_standard_config_has_ten_seeds():
   assert config.seeds == 10 and config.seed_base == 0
   config.seed_base = -1
   with pytest.raises(UserError, match="seed_base"):
+    weight_sharing.validate_config(config)
+
+
+def test_every_size_trains_the_same_epochs_down_to_a_floor():
+  config = weight_sharing.get_config()
+  steps = {f: weight_sharing._budget(config, f, 1e-3).steps for f in (0.05, 0.1, 0.3, 1.0)}
+  assert steps == {0.05: config.min_steps, 0.1: config.min_steps, 0.3: round(0.3 * config.train.steps),
+                   1.0: config.train.steps}
+  assert config.train.schedule == "cosine" and all(s % 1 == 0 for s in steps.values())
+  config.min_steps = config.train.steps + 1
+  with pytest.raises(UserError, match="min_steps"):
     weight_sharing.validate_config(config)
 
 

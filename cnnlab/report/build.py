@@ -170,11 +170,13 @@ def run_report(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def compare(rows: list[dict], other: dict) -> None:
-  """Adds to each row the verdict `other` (a report on another seed set) gave its claim, and whether they agree."""
+  """Adds to each row the verdict `other` (a report on another seed set) gave its claim, and whether they agree:
+  "stable" True or False, or None where either report has no verdict to compare (not measured, smoke test)."""
   theirs = {r.get("id"): r.get("verdict") for r in other["claims"]}
   for r in rows:
     r["other_verdict"] = theirs.get(r["id"], ledger.NOT_MEASURED)
-    r["stable"] = r["other_verdict"] == r["verdict"]
+    compared = r["verdict"] in ledger.VERDICTS and r["other_verdict"] in ledger.VERDICTS
+    r["stable"] = r["other_verdict"] == r["verdict"] if compared else None
 
 
 def _write(config, workdir, names, subdirs, status, workers, wall) -> dict:
@@ -197,12 +199,15 @@ def _write(config, workdir, names, subdirs, status, workers, wall) -> dict:
   counts = {v: sum(r["verdict"] == v for r in rows) for v in (*ledger.VERDICTS, ledger.SMOKE_TEST,
                                                                ledger.NOT_MEASURED)}
   unstable = sum(r.get("stable") is False for r in rows)
+  uncompared = sum("stable" in r and r["stable"] is None for r in rows)
   compute = sum(p["seconds"] for p in provs.values())
   cpu = sum(p["cpu_seconds"] for p in provs.values())
   mode = "quick configs" if config.quick else "standard configs"
   summary = (f"{len(rows)} claims from {len(names)} experiments ({mode}): "
              + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + "."
-             + (f" Against the seed set of {config.compare_to}: {unstable} unstable." if config.compare_to else ""))
+             + (f" Against the seed set of {config.compare_to}: {unstable} unstable"
+                + (f", {uncompared} without a verdict on one of them" if uncompared else "") + "."
+                if config.compare_to else ""))
   env = render.environment()
   ran = [n for n, p in provs.items() if p["status"] == "ran"]
   timing = (f"This report took {wall:.0f} s ({wall / 60:.1f} min) on {env['devices']} ({env['cpu_cores']} CPU cores), "

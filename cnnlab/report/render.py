@@ -28,6 +28,8 @@ def environment() -> dict:
 def _verdict(r: dict) -> str:
   if "stable" not in r:
     return f"**{r['verdict']}**"
+  if r["stable"] is None:
+    return f"**{r['verdict']}** (not compared: {r['other_verdict']} on the other seed set)"
   if r["stable"]:
     return f"**{r['verdict']}** (both seed sets)"
   return f"**unstable**: {r['verdict']} here, {r['other_verdict']} on the other seed set"
