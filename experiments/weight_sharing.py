@@ -20,7 +20,7 @@ import numpy as np
 import experiments
 from cnnlab import data, models
 from cnnlab.ops import analysis
-from cnnlab.report import curves, figures, ledger, rendering as reporting, stats, tables, verdicts
+from cnnlab.report import curves, figures, ledger, rates, rendering as reporting, stats, tables, verdicts
 from cnnlab.training import inference, sweep, train, tuning
 from cnnlab.errors import UserError
 
@@ -97,14 +97,14 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Conv layers shared vs unshared: same shapes in and out, so the ratio is the price of not sharing.
   conv_rows = [[c["layer"], c["params"], l["params"], l["params"] / c["params"]]
                for c, l in zip(layers["cnn"], layers["lcn"]) if c["layer"].startswith("conv")]
-  rates = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress)
+  tuned = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress)
            if config.lr_grid else {})
   trials, names = [], {}
   for fraction in config.train_fractions:
     for seed in range(config.seed_base, config.seed_base + config.seeds):
       subset = data.subsample(ds, fraction, seed)
       for name, net in nets.items():
-        trial_config = _budget(config, fraction, rates[name]["chosen"] if rates else config.train.learning_rate)
+        trial_config = _budget(config, fraction, tuned[name]["chosen"] if tuned else config.train.learning_rate)
         trials.append(sweep.Trial(f"{name}_f{fraction}_s{seed}", net, subset, seed, trial_config,
                                   {"model": name, "fraction": fraction, "n_train": len(subset.y_train),
                                    "steps": trial_config.steps}, after_fit=inference.test_correct))
@@ -118,7 +118,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "train_accuracy": {f"{m}@{f}": v for (m, f), v in train_acc.items()},
           "test_correct": {f"{m}@{f}": v for (m, f), v in correct.items()},
           "n_train": {str(r["fraction"]): r["n_train"] for r in records},
-          "steps": {str(r["fraction"]): r["steps"] for r in records}, "learning_rates": rates,
+          "steps": {str(r["fraction"]): r["steps"] for r in records}, "learning_rates": tuned,
           "train_loss_curves": curves.train_loss(workdir, names), "records": records}
 
 
@@ -150,7 +150,7 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
       f"# Weight sharing: CNN vs locally-connected net vs MLP on `{results['dataset']}`\n",
       f"{config.seeds} seeds per cell (from seed {config.seed_base}); Adam, batch {config.train.batch_size}, "
       f"{config.train.schedule} schedule, {_steps_words(results)}; test set: {results['n_test']} examples. "
-      f"{_rates_line(results)}\n",
+      f"{rates.sentence({MODEL_LABELS[m].split()[0]: e for m, e in results['learning_rates'].items()}, 'model')}\n",
       "## Parameters\n",
       reporting.markdown_table(["model", "parameters", "x CNN"],
                                [[MODEL_LABELS[m], params[m], f"{params[m] / params['cnn']:.1f}"] for m in MODEL_LABELS]),
@@ -181,18 +181,6 @@ def _steps_words(results: dict) -> str:
 def _cell_labels(results: dict) -> dict[str, str]:
   return {key: f"{MODEL_LABELS[key.split('@')[0]].split()[0]}, {results['n_train'][key.split('@')[1]]:,} ex."
           for key in results["train_loss_curves"]}
-
-
-def _rates_line(results: dict) -> str:
-  """Each model's learning rate and how it was chosen (validation accuracy per rate)."""
-  rates = results.get("learning_rates") or {}
-  if not rates:
-    return "Every model at the configured learning rate (no tuning)."
-  n = next(iter(rates.values()))["n_validation"]
-  cells = [f"{MODEL_LABELS[m].split()[0]} {r['chosen']:g} (" + ", ".join(
-      f"{k}: {100 * v:.1f} %" for k, v in r["validation_accuracy"].items()) + ")" for m, r in rates.items()]
-  return (f"Learning rate per model, chosen on a {n}-example validation split of the training set (never the test "
-          "set), validation accuracy per rate: " + "; ".join(cells) + ".")
 
 
 def _interval(e: stats.Effect) -> list[str]:

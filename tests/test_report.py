@@ -190,3 +190,14 @@ def test_seed_base_gets_its_own_workdir_and_compare_to_is_checked_first(tmp_path
   config.compare_to = str(quick)
   with pytest.raises(UserError, match="same mode"):
     build.validate(config)
+
+
+def test_rates_sentence_names_each_choice_and_the_validation_split():
+  from cnnlab.report import rates  # pylint: disable=g-import-not-at-top
+  entry = lambda n, chosen: {"chosen": chosen, "n_validation": n,  # noqa: E731
+                             "validation_accuracy": {"0.001": 0.9, "0.01": 0.95}}
+  assert rates.sentence({}, "arm") == "Every arm at the configured learning rate (no tuning)."
+  one = rates.sentence({"CNN": entry(800, 0.01), "MLP": entry(800, 0.001)}, "model")
+  assert "a 800-example validation split" in one and "CNN 0.01 (0.001: 90.0 %, 0.01: 95.0 %); MLP 0.001" in one
+  mixed = rates.sentence({"1-D none": entry(800, 0.01), "2-D none": entry(288, 0.01)}, "variant")
+  assert "1-D none 0.01 (800 validation examples)" in mixed and "2-D none 0.01 (288 validation examples)" in mixed

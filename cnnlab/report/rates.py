@@ -1,0 +1,24 @@
+"""The learning rates a run chose, in one sentence of results.md, from `tuning.learning_rates` tables.
+
+    rates.sentence({"CNN": table["cnn"], "MLP": table["mlp"]}, "model")
+    # 'Learning rate per model, chosen on a 800-example validation split of the training set (never the test set),
+    #  validation accuracy per rate: CNN 0.003 (0.001: 93.6 %, 0.003: 96.0 %); MLP 0.01 (...).'
+"""
+
+from typing import Mapping
+
+
+def sentence(entries: Mapping[str, dict], what: str) -> str:
+  """`entries`: {display label: one model's tuning entry ("chosen", "validation_accuracy", "n_validation")};
+  `what`: the noun the rates are per ("model", "variant", ...). Empty `entries`: the run did not tune."""
+  if not entries:
+    return f"Every {what} at the configured learning rate (no tuning)."
+  sizes = {e["n_validation"] for e in entries.values()}
+  one_size = len(sizes) == 1
+  cells = "; ".join(
+      f"{label} {e['chosen']:g}" + ("" if one_size else f" ({e['n_validation']:,} validation examples)") + " ("
+      + ", ".join(f"{rate}: {100 * acc:.1f} %" for rate, acc in e["validation_accuracy"].items()) + ")"
+      for label, e in entries.items())
+  split = f"a {next(iter(sizes)):,}-example validation split" if one_size else "a validation split"
+  return (f"Learning rate per {what}, chosen on {split} of the training set (never the test set), validation "
+          f"accuracy per rate: {cells}.")
