@@ -68,7 +68,9 @@ def test_every_size_trains_the_same_epochs_down_to_a_floor():
   assert steps == {0.05: config.min_steps, 0.1: config.min_steps, 0.3: round(0.3 * config.train.steps),
                    1.0: config.train.steps}
   assert config.train.schedule == "cosine" and all(s % 1 == 0 for s in steps.values())
-  config.min_steps = config.train.steps + 1
+  config.train.steps = 100  # a floor above the budget gives way to it
+  assert weight_sharing._budget(config, 0.1, 1e-3).steps == 100
+  config.min_steps = 0
   with pytest.raises(UserError, match="min_steps"):
     weight_sharing.validate_config(config)
 
