@@ -7,8 +7,9 @@ connections, on real 8x8 digits. The MLP's width is 9x the CNN's channels, so a 
 fan-in (72 inputs). The initialiser is a factor at initialisation: LeCun (flax's default), He, and orthogonal
 (delta-orthogonal for the CNN, Xiao et al. 2018); the trained nets (`train_inits`, 10 seeds: 80 trainings of 300
 cosine-decayed steps) use LeCun, each at its own Adam rate chosen on a validation split of the training set, so
-that whether a deep net trains at all does not hinge on one shared rate. The spread of a net is log10 of block 1's over block L's weight-gradient norm (0: balanced;
-negative: vanishing towards the input; positive: exploding). The CLAIMS judge tests, paired by seed and per
+that whether a deep net trains at all does not hinge on one shared rate. The spread of a net is log10 of block
+1's over block L's weight-gradient norm (0: balanced; negative: vanishing towards the input; positive:
+exploding). The CLAIMS judge tests, paired by seed and per
 initialiser, that the plain CNN's |spread| at the deepest depth is more than a decade smaller than the plain MLP's.
 
 Command:  python run.py --exp=depth_and_gradients
@@ -48,7 +49,8 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 300
   c.train.tensorboard = False
   # Adam rates tried per trained net (family, block, init, depth) on a validation split of the training set
-  # (cnnlab.training.tuning): whether a deep net trains at all must not hinge on one shared rate. (): train.learning_rate.
+  # (cnnlab.training.tuning): whether a deep net trains at all must not hinge on one shared rate.
+  # (): every net at train.learning_rate.
   c.lr_grid = (1e-4, 3e-4, 1e-3)
   c.families = ("mlp", "cnn")      # deep_mlp (Dense blocks) and deep_cnn (3x3 conv blocks, GAP head)
   c.variants = tuple(VARIANTS)     # block type: plain, BatchNorm, residual, BatchNorm + residual
