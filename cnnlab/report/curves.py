@@ -55,4 +55,3 @@ def plot(workdir: str, name: str, curves: Mapping[str, dict], labels: Mapping[st
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
   rendering.save_figure(fig, workdir, name)
-
