@@ -3,12 +3,12 @@
 A stamp is a plain dict, stored in a workdir's provenance.json (when a run starts) and run_info.json (when it
 ends). A finished result is reused only when its stamp matches the current one in every part.
 
-Its "code" part hashes each cnnlab source file the run depended on: every file the experiment module imports,
-directly or through other cnnlab files (import statements anywhere in a file, so a function's late import counts),
-and, when the run ends, every file imported by a module whose registered object (a model, a loss) the run looked
-up by name (`recording_lookups`); the dataset package counts whole (WHOLE_PACKAGES). So editing one model re-runs
-the experiments that use it, not all of them. This relies on the package's rule that importing a module changes
-nothing outside it (registering names aside).
+Its "code" part hashes each source file the run depended on: every cnnlab file and other experiment module
+(keyed "../experiments/NAME.py") the experiment module imports, directly or through other such files (import
+statements anywhere in a file, so a function's late import counts), and, when the run ends, every file imported
+by a module whose registered object (a model, a loss) the run looked up by name (`recording_lookups`); the dataset
+package counts whole (WHOLE_PACKAGES). So editing one model re-runs the experiments that use it, not all of them.
+This relies on the package's rule that importing a module changes nothing outside it (registering names aside).
 """
 
 import ast
@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+EXPERIMENTS_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "experiments")
 # Libraries whose version can change the numbers a run computes.
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 PARTS = ("config", "module", "code", "versions")  # a stamp's parts, in the order a difference is reported
@@ -64,8 +65,13 @@ def package_files(root: str | None = None) -> list[str]:
 
 
 def _module_file(name: str) -> str | None:
-  """The file of cnnlab module `name` (dotted), relative to PACKAGE_DIR; None if `name` is not one."""
+  """The file of module `name` (dotted), relative to PACKAGE_DIR, if it is a cnnlab module or an experiment
+  module (EXPERIMENTS_DIR; one experiment may reuse another's models); None otherwise. The experiments package's
+  own index (`import experiments`) is not a dependency: every experiment imports it to register itself."""
   parts = name.split(".")
+  if parts[0] == "experiments" and len(parts) == 2:
+    path = os.path.join(EXPERIMENTS_DIR, parts[1] + ".py")
+    return os.path.relpath(path, PACKAGE_DIR) if os.path.isfile(path) else None
   if parts[0] != "cnnlab":
     return None
   base = os.path.join(PACKAGE_DIR, *parts[1:])
@@ -77,6 +83,8 @@ def _module_file(name: str) -> str | None:
 
 def _module_name(rel: str) -> str:
   parts = rel[:-len(".py")].split(os.sep)
+  if parts[0] == os.pardir:  # an experiment module: ../experiments/NAME.py
+    return ".".join(parts[1:])
   return ".".join(["cnnlab", *(parts[:-1] if parts[-1] == "__init__" else parts)])
 
 

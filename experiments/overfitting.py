@@ -23,7 +23,7 @@ import numpy as np
 import experiments
 from cnnlab import data
 from cnnlab.errors import UserError
-from cnnlab.report import figures, ledger, rendering as reporting, stats, tables
+from cnnlab.report import figures, ledger, rates, rendering as reporting, stats, tables
 from cnnlab.training import inference, metric_writer, sweep, train, tuning
 from experiments import weight_sharing
 
@@ -44,7 +44,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 1500
   # Adam rates tried per family (base width) on a validation split of the full training set
   # (cnnlab.training.tuning); every width and size of a family then trains at its rate. (): train.learning_rate.
-  c.lr_grid = (1e-3, 3e-3, 1e-2)
+  c.lr_grid = (1e-3, 3e-3, 1e-2, 3e-2)
   c.features = (8, 16)             # base conv channels (CNN and LCN), as in weight_sharing
   c.kernel_size = 3
   c.mlp_hidden = (256, 256)        # base MLP widths, as in weight_sharing
@@ -93,9 +93,9 @@ def _key(model: str, width: float, fraction: float) -> str:
 def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Per-seed train / test accuracy and gap of every (model, width, fraction) cell, parameter counts."""
   ds = data.load(config.data)
-  rates = (tuning.learning_rates(workdir, config.train, _nets(config, 1.0, ds.num_classes), ds, config.lr_grid,
+  tuned = (tuning.learning_rates(workdir, config.train, _nets(config, 1.0, ds.num_classes), ds, config.lr_grid,
                                  config.train.progress) if config.lr_grid else {})
-  train_config = {name: tuning.with_rate(config.train, rates[name]["chosen"]) if rates else config.train
+  train_config = {name: tuning.with_rate(config.train, tuned[name]["chosen"]) if tuned else config.train
                   for name in LABELS}
   trials = {}
   # Size axis at base width; width axis at one size. A shared cell (base width, width_fraction) has one name
@@ -128,7 +128,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "test_correct": cells("test_correct"),
           "params": {f"{m}@w{w}": p for (m, w), p in params.items()},
           "n_train": {str(r["fraction"]): r["n_train"] for r in records}, "rank_corr_params_gap": rho,
-          "learning_rates": rates, "records": records}
+          "learning_rates": tuned, "records": records}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -174,7 +174,7 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
       f"{config.seeds} seeds (from seed {config.seed_base}), {config.train.steps} Adam steps of batch "
       f"{config.train.batch_size} ({config.train.schedule} schedule); test set {results['n_test']}. Accuracy and "
       "gap (train − test) in percentage points, mean ± std. "
-      f"{weight_sharing._rates_line(results)}\n\n",  # noqa: SLF001 (one table format for both experiments)
+      f"{rates.sentence({LABELS[m].split()[0]: e for m, e in results['learning_rates'].items()}, 'model')}\n\n",
       "## Gap vs training-set size (base widths)\n\n",
       reporting.markdown_table(["model", "params"] + [f"{n_train[str(f)]:,} ex.: train / test / gap" for f in fr],
                                [[LABELS[m], params[f"{m}@w1.0"]] + [cell(m, f) for f in fr] for m in LABELS]),

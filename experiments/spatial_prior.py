@@ -28,7 +28,7 @@ import numpy as np
 import experiments
 from cnnlab import data, models
 from cnnlab.errors import UserError
-from cnnlab.report import figures, ledger, rendering as reporting, stats, tables
+from cnnlab.report import figures, ledger, rates, rendering as reporting, stats, tables
 from cnnlab.training import inference, sweep, train, tuning
 
 # Greydanus & Kobak, MNIST-1D Table 1: test accuracy (%), mean ± std, 6,000 steps.
@@ -58,7 +58,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # 1,500 steps (24 epochs): at 300 constant-rate steps the CNN stopped at 95 % train accuracy.
   c.image.train.update(dict(steps=1500, batch_size=64, learning_rate=1e-3, schedule="cosine", log_every=100,
                             checkpoint_every=750))  # learning_rate: used when image.lr_grid is empty
-  c.image.lr_grid = (1e-3, 3e-3, 1e-2)  # rates tried per 2-D (model, data) arm on a validation split; () skips
+  c.image.lr_grid = (1e-3, 3e-3, 1e-2, 3e-2)  # rates tried per 2-D (model, data) arm on a validation split; () skips
   c.image.features = (8, 16)        # CNN channels per stage (3x3 conv, ReLU, 2x2 max pool)
   c.image.mlp_hidden = (256, 256)   # MLP hidden widths
   c.image.permutation_seed = 0      # seed of the one fixed pixel permutation
@@ -125,10 +125,10 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   img_sets = {"original": img, "permuted": data.permute_pixels(img, config.image.permutation_seed)}
   nets2 = {"cnn": models.create("cnn", features=tuple(config.image.features), num_classes=img.num_classes),
            "mlp": models.create("mlp", hidden=tuple(config.image.mlp_hidden), num_classes=img.num_classes)}
-  rates = {d: (tuning.learning_rates(os.path.join(workdir, f"2d_{d}"), config.image.train, nets2, img_sets[d],
+  tuned = {d: (tuning.learning_rates(os.path.join(workdir, f"2d_{d}"), config.image.train, nets2, img_sets[d],
                                      config.image.lr_grid, config.train.progress) if config.image.lr_grid else {})
            for d in img_sets}
-  train2 = lambda m, d: (tuning.with_rate(config.image.train, rates[d][m]["chosen"]) if rates[d]  # noqa: E731
+  train2 = lambda m, d: (tuning.with_rate(config.image.train, tuned[d][m]["chosen"]) if tuned[d]  # noqa: E731
                          else config.image.train)
   trials2 = [sweep.Trial(f"2d_{m}_{d[:4]}_s{seed}", net, img_sets[d], seed, train2(m, d),
                          {"model": m, "data": d}, after_fit=inference.test_correct)
@@ -141,7 +141,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "mnist1d": accuracy(rec1), "mnist1d_train": accuracy(rec1, "train"), "digits_2d": accuracy(rec2),
           "digits_2d_train": accuracy(rec2, "train"), "mnist1d_correct": cells(rec1, "test_correct"),
           "digits_2d_correct": cells(rec2, "test_correct"), "params_1d": {r["model"]: r["params"] for r in rec1},
-          "params_2d": {r["model"]: r["params"] for r in rec2}, "learning_rates_2d": rates, "records": rec1 + rec2}
+          "params_2d": {r["model"]: r["params"] for r in rec2}, "learning_rates_2d": tuned, "records": rec1 + rec2}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -194,15 +194,8 @@ def render(results: dict, config: ml_collections.ConfigDict) -> str:
 
 def _rates_line(results: dict) -> str:
   """Each 2-D arm's learning rate and how it was chosen (validation accuracy per rate)."""
-  rates = results.get("learning_rates_2d") or {}
-  if not any(rates.values()):
-    return "Every arm at the configured learning rate (no tuning)."
-  n = next(iter(next(iter(rates.values())).values()))["n_validation"]
-  cells = [f"{m.upper()} {d} {t['chosen']:g} (" + ", ".join(f"{k}: {100 * a:.1f} %" for k, a in
-                                                         t["validation_accuracy"].items()) + ")"
-           for d, table in rates.items() for m, t in table.items()]
-  return (f"Learning rate per arm, chosen on a {n}-example validation split of its training set (never the test "
-          "set), validation accuracy per rate: " + "; ".join(cells) + ".")
+  tables_ = results.get("learning_rates_2d") or {}
+  return rates.sentence({f"{m.upper()} {d}": t for d, table in tables_.items() for m, t in table.items()}, "arm")
 
 
 def _plot(workdir: str, results: dict) -> None:

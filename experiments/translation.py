@@ -28,7 +28,7 @@ from cnnlab.data import augment
 from cnnlab.errors import UserError
 from cnnlab.models import blurpool
 from cnnlab.ops import shift
-from cnnlab.report import figures, ledger, rendering as reporting, stats, tables, verdicts
+from cnnlab.report import figures, ledger, rates, rendering as reporting, stats, tables, verdicts
 from cnnlab.runtime import prng
 from cnnlab.training import sweep, train, tuning
 
@@ -52,7 +52,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.data.name = "digits"           # 8x8 real digits: small enough that a canvas leaves room to translate
   c.train = train.get_config()
   c.train.steps, c.train.batch_size, c.train.learning_rate = 400, 64, 2e-3  # learning_rate: when lr_grid is ()
-  c.lr_grid = (1e-3, 3e-3, 1e-2)   # Adam rates tried per net on a validation split (cnnlab.training.tuning)
+  c.lr_grid = (1e-3, 3e-3, 1e-2, 3e-2)  # Adam rates tried per net on a validation split (cnnlab.training.tuning)
   c.train.log_every, c.train.checkpoint_every = 100, 400
   c.canvas = 16                    # digits are centred on a canvas x canvas zero image (margin 4 each side)
   c.max_shift = 4                  # test-time translations 0..max_shift pixels (up to the margin: no cropping)
@@ -160,9 +160,9 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   conv = dict(features=tuple(config.features), num_classes=ds.num_classes)
   nets = {"mlp": models.create("mlp", hidden=tuple(config.mlp_hidden), num_classes=ds.num_classes),
           **{m: models.create("poolnet", downsample=d, head=h, **conv) for m, (d, h) in CNNS.items()}}
-  rates = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress)
+  tuned = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress)
            if config.lr_grid else {})
-  rated = {m: tuning.with_rate(config.train, rates[m]["chosen"]) if rates else config.train for m in nets}
+  rated = {m: tuning.with_rate(config.train, tuned[m]["chosen"]) if tuned else config.train for m in nets}
   arms = [(m, net, rated[m]) for m, net in nets.items()]
   if config.augment_arm:  # at the rate chosen for the same net trained on centred digits
     arms += [(f"{m}+aug", nets[m], ml_collections.ConfigDict({**rated[m].to_dict(), "augment": config.augment_arm}))
@@ -174,7 +174,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   by_model = lambda metric: {m: v for (m,), v in sweep.group(records, ("model",), metric).items()}
   acc = {s: by_model(f"acc_shift{s}") for s in range(config.max_shift + 1)}
   return {"dataset": ds.name, "n_test": len(ds.y_test), "exact_tol": config.exact_tol,
-          "augment_arm": config.augment_arm, "learning_rates": rates,
+          "augment_arm": config.augment_arm, "learning_rates": tuned,
           "equivariance": {" / ".join(map(str, k)): v for k, v in err.items()},
           "accuracy_vs_shift": {f"{m}@{s}": acc[s][m] for m, _, _ in arms for s in acc},
           **{m: by_model(m) for m in ("kept", "kept_se", "consistency", "train_accuracy")},
@@ -191,14 +191,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _rates_line(results: dict) -> str:
   """Each net's learning rate and its validation accuracy per rate tried."""
-  rates = results.get("learning_rates") or {}
-  if not rates:
-    return "Every net at the configured learning rate (no tuning)."
-  n = next(iter(rates.values()))["n_validation"]
-  cells = "; ".join(f"{MODEL_LABELS[m]} {r['chosen']:g} (" + ", ".join(
-      f"{k}: {100 * v:.1f}" for k, v in r["validation_accuracy"].items()) + ")" for m, r in rates.items())
-  return (f"Learning rate per net (its augmented twin uses the same), chosen on a {n}-example validation split of the "
-          f"training set, validation accuracy % per rate: {cells}.")
+  return rates.sentence({MODEL_LABELS[m]: e for m, e in (results.get("learning_rates") or {}).items()},
+                        "net (its augmented twin uses the same)")
 
 
 def _shifts(results: dict) -> list[int]:

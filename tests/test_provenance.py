@@ -1,5 +1,7 @@
 """Provenance stamps: every part is recorded, and any difference is named."""
 
+import os
+
 from cnnlab import provenance
 import experiments
 
@@ -40,6 +42,16 @@ def test_dependencies_follow_imports_anywhere_in_a_file_and_through_other_files(
   assert {"models/lenet.py", "errors.py"} <= set(provenance.dependencies(str(script), package="cnnlab"))
   script.write_text("from cnnlab.data import canvas\n")  # a dataset package counts whole
   assert {"data/mnist1d.py", "data/digits.py"} <= set(provenance.dependencies(str(script)))
+
+
+def test_an_experiment_that_reuses_another_depends_on_it_but_not_on_the_experiment_index():
+  deps = provenance.dependencies(experiments.get("overfitting").__file__)
+  shared = os.path.join(os.pardir, "experiments", "weight_sharing.py")
+  assert shared in deps  # overfitting builds weight_sharing's models: editing them must re-run it
+  assert set(provenance.dependencies(experiments.get("weight_sharing").__file__)) < set(deps)  # and its imports
+  assert not any(d.endswith(os.path.join("experiments", "__init__.py")) for d in deps)
+  assert provenance.code_hashes([shared])[shared] == provenance.code_hash(experiments.get("weight_sharing").__file__)
+  assert not any("experiments" in d for d in provenance.dependencies(experiments.get("weight_sharing").__file__))
 
 
 def test_lookups_by_name_are_recorded_while_recording():
