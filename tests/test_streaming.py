@@ -3,6 +3,8 @@ per-process reads, full evaluation, `fit` on them, and the choice between memory
 
 import itertools
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from cnnlab import data, models
-from cnnlab.data import streaming
+from cnnlab.data import prepared, streaming
 from cnnlab.errors import UserError
 from cnnlab.training import input_pipeline, train
 
@@ -39,9 +41,14 @@ def tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def both(tiny_dir):
-  """(in memory, streamed) views of the same TFDS dataset."""
-  return data.load(_config(tiny_dir, "memory")), data.load(_config(tiny_dir, "stream"))
+def memory(tiny_dir):
+  return data.load(_config(tiny_dir, "memory"))
+
+
+@pytest.fixture(scope="session", params=streaming.SOURCES)
+def both(request, tiny_dir, memory):
+  """(in memory, streamed) views of the same TFDS dataset, streamed from TFDS's records or their prepared copy."""
+  return memory, data.load(_config(tiny_dir, "stream", stream_from=request.param))
 
 
 def assert_batches_equal(a, b):
@@ -83,14 +90,14 @@ def test_eval_batches_cover_every_example_once_padded_and_masked(both):
 class _IdSource:
   """A random-access source whose record i is an image holding i (so a batch says which records it read)."""
 
-  def __init__(self, n):
-    self.n = n
+  def __init__(self, n, dtype=np.uint8):
+    self.n, self.dtype = n, dtype
 
   def __len__(self):
     return self.n
 
   def __getitems__(self, ids):
-    return [{"image": np.full((2, 2, 1), i, np.uint8), "label": i % 10} for i in ids]
+    return [{"image": np.full((2, 2, 1), i, self.dtype), "label": i % 10} for i in ids]
 
 
 def _ids(batch):
@@ -98,7 +105,7 @@ def _ids(batch):
 
 
 def test_each_process_reads_a_disjoint_share_that_together_covers_the_global_batches():
-  split = streaming.Split(_IdSource(50), "image", "label")
+  split = streaming.Split(streaming.Records(_IdSource(50), "image", "label"))
   ds = streaming.StreamedDataset("ids", split, split, 10, (2, 2, 1))
   per_epoch = 50 // 10
   reads = [sum((_ids(b) for b in take(ds.train_batches(10, seed=1, rows=slice(p * 5, (p + 1) * 5)), per_epoch)), [])
@@ -112,8 +119,39 @@ def test_holdout_split_of_a_set_without_a_test_split():
   tr, te = streaming.holdout(50, 0.2, seed=0)
   assert len(te) == 10 and sorted(np.concatenate([tr, te]).tolist()) == list(range(50))
   np.testing.assert_array_equal(streaming.holdout(50, 0.2, seed=0)[1], te)
-  split = streaming.Split(_IdSource(50), "image", "label", index=te)
+  split = streaming.Split(streaming.Records(_IdSource(50), "image", "label"), index=te)
   assert _ids(split.read(np.arange(10))) == te.tolist()
+
+
+def test_a_prepared_split_reads_what_its_records_read_and_is_prepared_once(tmp_path):
+  records = streaming.Records(_IdSource(10000, np.uint16), "image", "label")  # > one preparation chunk
+  where = str(tmp_path / "cnnlab_prepared" / "train")
+  arrays = prepared.open_or_prepare(records, where)
+  assert len(arrays) == 10000
+  assert sorted(os.listdir(tmp_path / "cnnlab_prepared")) == ["train", "train.lock"]  # no temporary folder left
+  ids = np.array([9999, 3, 4097, 3, 0])
+  for a, b in zip(arrays.arrays(ids), records.arrays(ids)):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
+  stamp = os.path.getmtime(os.path.join(where, "x.npy"))
+  assert os.path.getmtime(os.path.join(prepared.open_or_prepare(records, where).directory, "x.npy")) == stamp
+  # Pickled (to grain's worker processes) as its folder, not its arrays.
+  arrays.arrays(ids)
+  clone = pickle.loads(pickle.dumps(arrays))
+  assert len(pickle.dumps(arrays)) < 500
+  np.testing.assert_array_equal(clone.arrays(ids)[0], records.arrays(ids)[0])
+  # A copy of another length (the records changed) or without its meta file (interrupted) is prepared again.
+  shorter = streaming.Records(_IdSource(30), "image", "label")
+  assert len(prepared.open_or_prepare(shorter, where)) == 30
+  os.remove(os.path.join(where, "meta.json"))
+  np.testing.assert_array_equal(prepared.open_or_prepare(shorter, where).arrays(np.arange(30))[0],
+                                shorter.arrays(np.arange(30))[0])
+
+
+def test_prepared_tfds_splits_sit_beside_the_tfds_files(both, tiny_dir):
+  _, st = both
+  if isinstance(st.train.source, prepared.Arrays):
+    assert st.train.source.directory.startswith(tiny_dir) and st.test.source.directory.endswith("test")
 
 
 @pytest.mark.slow  # starting two worker processes (each importing JAX, grain and TFDS) takes 10-20 s here
@@ -157,6 +195,7 @@ def test_auto_streams_only_a_training_set_over_the_size_limit(tiny_dir, monkeypa
     (dict(streaming="fast"), "data.streaming must be one of"),
     (dict(streaming="stream", stream_workers=-1), "data.stream_workers must be an integer >= 0"),
     (dict(name="digits", streaming="stream"), "reads TFDS datasets"),
+    (dict(streaming="stream", stream_from="npy"), "data.stream_from must be one of"),
 ])
 def test_bad_streaming_settings_are_one_line_user_errors(tiny_dir, fields, match):
   c = _config(tiny_dir, "auto")
@@ -177,7 +216,7 @@ import tiny_tfds  # noqa: F401
 from cnnlab import data, models
 from cnnlab.training import train
 c = data.get_config()
-c.update(dict(name="tfds:cnnlab_tiny_digits", data_dir=sys.argv[3], streaming="stream"))
+c.update(dict(name="tfds:cnnlab_tiny_digits", data_dir=sys.argv[3], streaming="stream", stream_from=sys.argv[6]))
 ds = data.load(c)
 rows = parallel.process_rows(8)
 batches = ds.train_batches(8, 0, rows=rows)
@@ -193,14 +232,17 @@ jax.distributed.shutdown()
 
 @pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="simulates hosts with CPU processes")
-def test_two_processes_read_disjoint_rows_and_train_as_one(both, tiny_dir, tiny_train_config, tmp_path):
+@pytest.mark.parametrize("source", streaming.SOURCES)  # 'prepared': both processes prepare the same copy at once
+def test_two_processes_read_disjoint_rows_and_train_as_one(memory, tiny_dir, tiny_train_config, tmp_path, source):
+  fresh = str(tmp_path / "tfds")  # without a prepared copy: with 'prepared' both processes write one, racing
+  shutil.copytree(tiny_dir, fresh, ignore=shutil.ignore_patterns("cnnlab_prepared"))
   from test_multihost import free_port
   port = free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=f"{ROOT}{os.pathsep}{os.path.join(ROOT, 'tests')}")
   env.pop("XLA_FLAGS", None)
   outs = [tmp_path / f"p{i}.npz" for i in range(2)]
-  procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i), tiny_dir, str(tmp_path / "run"),
-                             str(outs[i])], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+  procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i), fresh, str(tmp_path / "run"),
+                             str(outs[i]), source], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True) for i in range(2)]
   try:
     logs = [p.communicate(timeout=300)[0] for p in procs]
@@ -211,7 +253,7 @@ def test_two_processes_read_disjoint_rows_and_train_as_one(both, tiny_dir, tiny_
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
   got = [np.load(o) for o in outs]
-  mem, _ = both
+  mem = memory
   whole = [b["x"].reshape(8, -1).sum(1).round(3) for b in take(input_pipeline.train_batches(
       mem.x_train, mem.y_train, 8, seed=0), 5)]
   np.testing.assert_allclose(np.concatenate([got[0]["rows"], got[1]["rows"]], axis=1), np.array(whole), atol=1e-3)

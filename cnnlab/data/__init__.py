@@ -70,6 +70,10 @@ def get_config() -> ml_collections.ConfigDict:
   # memory) | 'memory' | 'stream' (read batches from the files while training: same batches, same numbers)
   c.streaming = "auto"
   c.stream_workers = 0       # streamed sets: grain worker processes decoding batches; 0: the training process
+  # streamed sets: 'records' (decode TFDS's records as they are read: PNG for MNIST, a few thousand examples/s) |
+  # 'prepared' (decode each split once into memory-mapped arrays beside the TFDS files, cnnlab.data.prepared; as
+  # much disk as the decoded split; the same batches, read at memory speed)
+  c.stream_from = "records"
   return c
 
 
@@ -78,17 +82,18 @@ def load(config: ml_collections.ConfigDict) -> Dataset | streaming.StreamedDatas
 
   A TFDS set that `config.streaming` streams is a `streaming.StreamedDataset`, which `train.fit` takes too.
   """
-  streaming.check(config.streaming, config.stream_workers)
+  streaming.check(config.streaming, config.stream_workers, config.stream_from)
   return _load(config.name, config.data_dir, config.download, float(config.test_fraction), int(config.split_seed),
-               config.streaming, config.stream_workers)
+               config.streaming, config.stream_workers, config.stream_from)
 
 
 @functools.lru_cache(maxsize=8)
 def _load(name: str, data_dir: str, download: bool, test_fraction: float, split_seed: int, mode: str = "auto",
-          workers: int = 0) -> Dataset | streaming.StreamedDataset:
+          workers: int = 0, source: str = "records") -> Dataset | streaming.StreamedDataset:
   if name.startswith("tfds:"):
     from cnnlab.data import tfds_source  # pylint: disable=g-import-not-at-top
-    return tfds_source.load(name[len("tfds:"):], data_dir, download, test_fraction, split_seed, mode, workers)
+    return tfds_source.load(name[len("tfds:"):], data_dir, download, test_fraction, split_seed, mode, workers,
+                            source)
   if mode == "stream":
     raise UserError(f"data.streaming='stream' reads TFDS datasets ('tfds:<name>'); {name!r} is held in memory")
   config = ml_collections.ConfigDict(dict(name=name, test_fraction=test_fraction, split_seed=split_seed))

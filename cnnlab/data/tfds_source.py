@@ -2,12 +2,12 @@
 
 The whole split is read into memory once: for MNIST/CIFAR-sized data that is the fastest input path
 on CPU (see shared notes). Larger sets (or any, by `data.streaming`) are streamed from their files
-instead (`cnnlab.data.streaming`). A dataset neither prepared in `data_dir` nor downloadable is one
-clear error sentence, never a traceback or a minutes-long retry loop.
+instead (`cnnlab.data.streaming`), from TFDS's records or, with `data.stream_from='prepared'`, from a
+copy decoded once into memory-mapped arrays (`cnnlab.data.prepared`). A dataset neither prepared in `data_dir`
+nor downloadable is one clear error sentence, never a traceback or a minutes-long retry loop.
 """
 
 import contextlib
-import dataclasses
 import os
 import socket
 
@@ -15,7 +15,7 @@ from absl import logging
 
 import numpy as np
 
-from cnnlab.data import Dataset, holdout_split, streaming
+from cnnlab.data import Dataset, holdout_split, prepared, streaming
 from cnnlab.errors import UserError
 
 _PROBE_HOST = "storage.googleapis.com"  # where TFDS fetches most sources and prepared data
@@ -78,27 +78,36 @@ def _sources(name: str, data_dir: str, download: bool):
                     f"re-prepare it with --file_format=array_record") from None
 
 
-def _streamed(name: str, sources, train: streaming.Split, num_classes: int, example_shape: tuple[int, ...],
-              test_fraction: float, split_seed: int, workers: int) -> streaming.StreamedDataset:
+def _streamed(name: str, sources, data_dir: str, train: streaming.Records, num_classes: int,
+              example_shape: tuple[int, ...], test_fraction: float, split_seed: int, workers: int,
+              source: str) -> streaming.StreamedDataset:
+  """The dataset read from its files as it trains: TFDS's records, or their prepared copy (`data.stream_from`)."""
+  splits = {"train": train}
   if "test" in sources:
-    test = streaming.Split(sources["test"], train.image_key, train.label_key)
+    splits["test"] = streaming.Records(sources["test"], train.image_key, train.label_key)
+  if source == "prepared":
+    splits = {s: prepared.open_or_prepare(r, prepared.folder(data_dir, s)) for s, r in splits.items()}
+  if "test" in splits:
+    tr, te = streaming.Split(splits["train"]), streaming.Split(splits["test"])
   else:
     train_ids, test_ids = streaming.holdout(len(train), test_fraction, split_seed)
-    train, test = dataclasses.replace(train, index=train_ids), dataclasses.replace(train, index=test_ids)
-  return streaming.StreamedDataset(f"tfds:{name}", train, test, num_classes, example_shape, workers)
+    tr, te = streaming.Split(splits["train"], train_ids), streaming.Split(splits["train"], test_ids)
+  return streaming.StreamedDataset(f"tfds:{name}", tr, te, num_classes, example_shape, workers)
 
 
 def load(name: str, data_dir: str, download: bool, test_fraction: float, split_seed: int, mode: str = "memory",
-         workers: int = 0) -> Dataset | streaming.StreamedDataset:
+         workers: int = 0, source: str = "records") -> Dataset | streaming.StreamedDataset:
   """TFDS dataset `name` (prepared in `data_dir`, or downloaded and prepared there if allowed), in memory or
-  streamed by `mode` (`data.streaming`; 'auto' measures the training split as float32 from its first example)."""
+  streamed by `mode` (`data.streaming`; 'auto' measures the training split as float32 from its first example),
+  from TFDS's records or their prepared copy (`source`, `data.stream_from`)."""
   sources, info = _sources(name, data_dir, download)
   image_key, label_key = info.supervised_keys or ("image", "label")
   num_classes = info.features[label_key].num_classes
-  train = streaming.Split(sources["train"], image_key, label_key)
-  first = train.read(np.zeros(1, np.int64))["x"]
+  train = streaming.Records(sources["train"], image_key, label_key)
+  first = train.arrays(np.zeros(1, np.int64))[0]
   if streaming.choose(mode, len(train) * first.nbytes):
-    return _streamed(name, sources, train, num_classes, first.shape[1:], test_fraction, split_seed, workers)
+    return _streamed(name, sources, info.data_dir, train, num_classes, first.shape[1:], test_fraction, split_seed,
+                     workers, source)
   x_tr, y_tr = _read_split(sources["train"], image_key, label_key)
   if "test" in sources:
     x_te, y_te = _read_split(sources["test"], image_key, label_key)
