@@ -55,6 +55,12 @@ def test_holm_makes_a_borderline_comparison_inconclusive_in_a_family():
   rule = stats.Rule("d", "greater")
   assert stats.decide([e], rule)[0] == stats.SUPPORTED
   assert stats.decide([e] * 4, rule)[0] == stats.INCONCLUSIVE
+  # The figure shows the adjusted p that decided it (in a family only: alone, the interval is the decision).
+  p = e.p_greater()
+  assert stats.adjusted_p_values([e] * 4, rule) == [pytest.approx((4 * p, 1.0))] * 4
+  _, alone = stats.judge(rule, [("a", e)])
+  _, family = stats.judge(rule, [(k, e) for k in "abcd"])
+  assert "Holm" not in alone and family.count(f"Holm p {4 * p:.3f} for, bar 0.025") == 4
 
 
 def test_test_set_error_widens_the_interval():

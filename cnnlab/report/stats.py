@@ -177,13 +177,16 @@ def p_values(effect: Effect, rule: Rule) -> tuple[float, float]:
   return tost, outside
 
 
+def adjusted_p_values(effects: Sequence[Effect], rule: Rule) -> list[tuple[float, float]]:
+  """Each comparison's (p for the claim, p against it), Holm-adjusted within each direction across `effects`."""
+  pairs = [p_values(e, rule) for e in effects]
+  return list(zip(holm([p for p, _ in pairs]), holm([q for _, q in pairs])))
+
+
 def decide(effects: Sequence[Effect], rule: Rule) -> tuple[str, list[str]]:
   """The claim's verdict over its comparisons (Holm within each direction) and each comparison's verdict."""
-  pairs = [p_values(e, rule) for e in effects]
-  p_for = holm([p for p, _ in pairs])
-  p_against = holm([q for _, q in pairs])
   each = [SUPPORTED if pf <= rule.alpha / 2 else REFUTED if pa <= rule.alpha / 2 else INCONCLUSIVE
-          for pf, pa in zip(p_for, p_against)]
+          for pf, pa in adjusted_p_values(effects, rule)]
   return combine(each), each
 
 
@@ -229,18 +232,24 @@ def judge(rule: Rule, comparisons: Sequence[tuple[str, Effect]], scale: float = 
           digits: int = 1) -> tuple[str, str]:
   """(verdict, figure): `decide` over labelled effects, each shown with its 95 % interval and own verdict.
 
-  `scale`/`unit`/`digits` format the numbers (e.g. 100, " pts"). An inconclusive comparison says how many seeds
-  would decide an effect of its measured size and spread; every figure ends with the smallest effect the design
+  `scale`/`unit`/`digits` format the numbers (e.g. 100, " pts"). With several comparisons each also shows its
+  Holm-adjusted one-sided p-value, the one that decides it (its interval is the unadjusted one, so it can clear
+  the margin while the comparison stays inconclusive). An inconclusive comparison says how many seeds would
+  decide an effect of its measured size and spread; every figure ends with the smallest effect the design
   detects (one-sided, power 0.8, the least noisy comparison).
   """
   if not comparisons:
     raise ValueError("no comparisons to judge")
   verdict, each = decide([e for _, e in comparisons], rule)
+  adjusted = adjusted_p_values([e for _, e in comparisons], rule)
   f = lambda v: f"{scale * v:+.{digits}f}"
   parts = []
-  for (label, e), v in zip(comparisons, each):
+  for (label, e), v, (p_for, p_against) in zip(comparisons, each, adjusted):
     lo, hi = e.interval(rule.alpha)
     part = f"{label} {f(e.estimate)}{unit} [{f(lo)}, {f(hi)}] ({v}"
+    if len(comparisons) > 1:
+      side, p = ("for", p_for) if p_for <= p_against else ("against", p_against)
+      part += f"; Holm p {_fmt_p(p)} {side}, bar {rule.alpha / 2:g}"
     if v == INCONCLUSIVE:
       need = seeds_to_decide(e, rule)
       part += (f"; ~{need} seeds would decide it" if need else
@@ -249,3 +258,7 @@ def judge(rule: Rule, comparisons: Sequence[tuple[str, Effect]], scale: float = 
   e = min((e for _, e in comparisons), key=lambda e: e.se)
   mde = detectable_effect(e.se * math.sqrt(e.n), e.n, rule.alpha / 2)  # se * sqrt(n): so the fixed part counts fully
   return verdict, "; ".join(parts) + f"; detectable effect ≈ {scale * mde:.{digits}f}{unit} at n={e.n}"
+
+
+def _fmt_p(p: float) -> str:
+  return f"{p:.3f}" if p >= 0.001 else "< 0.001"
