@@ -52,6 +52,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # (cnnlab.training.tuning): whether a deep net trains at all must not hinge on one shared rate.
   # (): every net at train.learning_rate.
   c.lr_grid = (1e-3, 3e-3, 1e-2)   # (1e-4, 3e-4, 1e-3) had every net that trains at its top
+  c.tuning_seeds = 3               # tuning trainings per (net, rate): one-standard-error rule (tuning.choose)
   c.families = ("mlp", "cnn")      # deep_mlp (Dense blocks) and deep_cnn (3x3 conv blocks, GAP head)
   c.variants = tuple(VARIANTS)     # block type: plain, BatchNorm, residual, BatchNorm + residual
   c.inits = deep.INITS             # kernel initialisers measured at initialisation (cheap: no training)
@@ -68,6 +69,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.train.steps = 10
     c.train.batch_size = 32
     c.lr_grid = (1e-3,)
+    c.tuning_seeds = 1
     c.train.log_every = 5
     c.train.checkpoint_every = 10
     c.train.eval_batch_size = 200
@@ -88,7 +90,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if bad := (set(config.inits) | set(config.train_inits)) - set(deep.INITS):
     raise UserError(f"depth_and_gradients: unknown initialisers {sorted(bad)}; use {deep.INITS}")
   if config.lr_grid:
-    tuning.check_grid(config.lr_grid)
+    tuning.check_grid(config.lr_grid, config.tuning_seeds)
 
 
 def _seeds(config: ml_collections.ConfigDict) -> range:
@@ -167,7 +169,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
              for d in config.train_depths]
   nets = {c: _model(config, c[0], c[1], c[3], ds.num_classes, c[2]) for c in trained}
   tuned = (tuning.learning_rates(workdir, config.train, {_trial_name(*c): nets[c] for c in trained}, ds,
-                                 config.lr_grid, config.train.progress) if config.lr_grid else {})
+                                 config.lr_grid, config.train.progress, config.tuning_seeds) if config.lr_grid else {})
   rates = {_name(*c): tuned[_trial_name(*c)] for c in trained} if tuned else {}
   trials = [sweep.Trial(_trial_name(*c, seed), nets[c], ds, seed,
                         tuning.with_rate(config.train, rates[_name(*c)]["chosen"]) if rates else config.train,

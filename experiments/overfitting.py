@@ -45,6 +45,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # Adam rates tried per family (base width) on a validation split of the full training set
   # (cnnlab.training.tuning); every width and size of a family then trains at its rate. (): train.learning_rate.
   c.lr_grid = (1e-3, 3e-3, 1e-2, 3e-2)
+  c.tuning_seeds = 3               # tuning trainings per (model, rate): one-standard-error rule (tuning.choose)
   c.features = (8, 16)             # base conv channels (CNN and LCN), as in weight_sharing
   c.kernel_size = 3
   c.mlp_hidden = (256, 256)        # base MLP widths, as in weight_sharing
@@ -76,7 +77,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.seed_base < 0:
     raise UserError(f"overfitting: seed_base must be >= 0, got {config.seed_base}")
   if config.lr_grid:
-    tuning.check_grid(config.lr_grid)
+    tuning.check_grid(config.lr_grid, config.tuning_seeds)
 
 
 def _nets(config, multiplier: float, num_classes: int) -> dict:
@@ -94,7 +95,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Per-seed train / test accuracy and gap of every (model, width, fraction) cell, parameter counts."""
   ds = data.load(config.data)
   tuned = (tuning.learning_rates(workdir, config.train, _nets(config, 1.0, ds.num_classes), ds, config.lr_grid,
-                                 config.train.progress) if config.lr_grid else {})
+                                 config.train.progress, config.tuning_seeds) if config.lr_grid else {})
   train_config = {name: tuning.with_rate(config.train, tuned[name]["chosen"]) if tuned else config.train
                   for name in LABELS}
   trials = {}

@@ -29,7 +29,7 @@ import experiments
 from cnnlab import data, models
 from cnnlab.errors import UserError
 from cnnlab.ops import shift
-from cnnlab.report import figures, ledger, rendering as reporting, stats, tables
+from cnnlab.report import figures, ledger, rates, rendering as reporting, stats, tables
 from cnnlab.training import inference, sweep, train, tuning
 
 ANCHOR_1K = {"none": 59, "stride": 57, "max": 78, "avg": 78}  # MNIST-1D pooling benchmark, 1k training examples
@@ -48,6 +48,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # Rates tried per variant and data set (1-D, 2-D) on a validation split of the training set; () uses the
   # configured ones. 0.1: with a top of 0.03, 6 of 8 arms chose the top rate.
   c.lr_grid = (3e-3, 1e-2, 3e-2, 1e-1)
+  c.tuning_seeds = 3               # tuning trainings per (variant, rate): one-standard-error rule (tuning.choose)
   c.variants = ("none", "stride", "max", "avg")  # downsampling after each conv ("l2", "maxblur" also exist)
   c.features = (32, 32)             # conv channels per stage
   c.kernel_size = 5                 # 1-D conv window
@@ -90,7 +91,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.seeds < 1 or config.seed_base < 0 or not config.train_fractions or config.head not in ("gap", "flatten"):
     raise UserError("pooling needs seeds >= 1, seed_base >= 0, a training fraction and head 'gap' or 'flatten'")
   if config.lr_grid:
-    tuning.check_grid(config.lr_grid)
+    tuning.check_grid(config.lr_grid, config.tuning_seeds)
 
 
 def _trial(config, tcfg, net, ds, name, seed, tags) -> sweep.Trial:
@@ -143,7 +144,8 @@ def _rates(config: ml_collections.ConfigDict, train_config: ml_collections.Confi
   """(each variant's training config at its validated rate, the tuning table); ({v: train_config}, {}) untuned."""
   if not config.lr_grid:
     return dict.fromkeys(nets, train_config), {}
-  table = tuning.learning_rates(workdir, train_config, nets, ds, config.lr_grid, config.train.progress)
+  table = tuning.learning_rates(workdir, train_config, nets, ds, config.lr_grid, config.train.progress,
+                                config.tuning_seeds)
   return {v: tuning.with_rate(train_config, t["chosen"]) for v, t in table.items()}, table
 
 
@@ -222,15 +224,8 @@ def _rates_line(results: dict) -> str:
   tables_ = results.get("learning_rates") or {}
   if not any(tables_.values()):
     return "Every variant at the configured learning rate (no tuning)."
-  parts = []
-  for where, table in tables_.items():
-    n = next(iter(table.values()))["n_validation"]
-    parts.append(f"{_DATA_LABELS[where]} ({n} validation examples): " + "; ".join(
-        f"{LABELS[v]} {t['chosen']:g} (" + ", ".join(f"{k}: {100 * a:.1f} %" for k, a in
-                                                     t["validation_accuracy"].items()) + ")"
-        for v, t in table.items()))
-  return ("Learning rate per variant, chosen on a validation split of the training set (never the test set), "
-          "validation accuracy per rate: " + ". ".join(parts) + ".")
+  return " ".join(rates.sentence({LABELS[v]: t for v, t in table.items()}, f"variant on {_DATA_LABELS[where]}")
+                  for where, table in tables_.items())
 
 
 def _plot(workdir: str, results: dict) -> None:

@@ -59,6 +59,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.image.train.update(dict(steps=1500, batch_size=64, learning_rate=1e-3, schedule="cosine", log_every=100,
                             checkpoint_every=750))  # learning_rate: used when image.lr_grid is empty
   c.image.lr_grid = (1e-3, 3e-3, 1e-2, 3e-2)  # rates tried per 2-D (model, data) arm on a validation split; () skips
+  c.image.tuning_seeds = 3         # tuning trainings per (arm, rate): one-standard-error rule (tuning.choose)
   c.image.features = (8, 16)        # CNN channels per stage (3x3 conv, ReLU, 2x2 max pool)
   c.image.mlp_hidden = (256, 256)   # MLP hidden widths
   c.image.permutation_seed = 0      # seed of the one fixed pixel permutation
@@ -88,7 +89,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.seed_base < 0:
     raise UserError(f"spatial_prior: seed_base must be >= 0, got {config.seed_base}")
   if config.image.lr_grid:
-    tuning.check_grid(config.image.lr_grid)
+    tuning.check_grid(config.image.lr_grid, config.image.tuning_seeds)
 
 
 def _as_signals(ds: data.Dataset) -> data.Dataset:
@@ -126,7 +127,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   nets2 = {"cnn": models.create("cnn", features=tuple(config.image.features), num_classes=img.num_classes),
            "mlp": models.create("mlp", hidden=tuple(config.image.mlp_hidden), num_classes=img.num_classes)}
   tuned = {d: (tuning.learning_rates(os.path.join(workdir, f"2d_{d}"), config.image.train, nets2, img_sets[d],
-                                     config.image.lr_grid, config.train.progress) if config.image.lr_grid else {})
+                                     config.image.lr_grid, config.train.progress, config.image.tuning_seeds)
+                  if config.image.lr_grid else {})
            for d in img_sets}
   train2 = lambda m, d: (tuning.with_rate(config.image.train, tuned[d][m]["chosen"]) if tuned[d]  # noqa: E731
                          else config.image.train)

@@ -53,6 +53,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.train = train.get_config()
   c.train.steps, c.train.batch_size, c.train.learning_rate = 400, 64, 2e-3  # learning_rate: when lr_grid is ()
   c.lr_grid = (1e-3, 3e-3, 1e-2, 3e-2)  # Adam rates tried per net on a validation split (cnnlab.training.tuning)
+  c.tuning_seeds = 3               # tuning trainings per (net, rate): one-standard-error rule (tuning.choose)
   c.train.log_every, c.train.checkpoint_every = 100, 400
   c.canvas = 16                    # digits are centred on a canvas x canvas zero image (margin 4 each side)
   c.max_shift = 4                  # test-time translations 0..max_shift pixels (up to the margin: no cropping)
@@ -84,7 +85,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise UserError("translation needs seeds >= 1, seed_base >= 0 and max_shift >= 1")
   augment.build(config.augment_arm)  # a one-line UserError for an unknown spec
   if config.lr_grid:
-    tuning.check_grid(config.lr_grid)
+    tuning.check_grid(config.lr_grid, config.tuning_seeds)
 
 
 def _seeds(config: ml_collections.ConfigDict) -> range:
@@ -160,7 +161,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   conv = dict(features=tuple(config.features), num_classes=ds.num_classes)
   nets = {"mlp": models.create("mlp", hidden=tuple(config.mlp_hidden), num_classes=ds.num_classes),
           **{m: models.create("poolnet", downsample=d, head=h, **conv) for m, (d, h) in CNNS.items()}}
-  tuned = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress)
+  tuned = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress,
+                                 config.tuning_seeds)
            if config.lr_grid else {})
   rated = {m: tuning.with_rate(config.train, tuned[m]["chosen"]) if tuned else config.train for m in nets}
   arms = [(m, net, rated[m]) for m, net in nets.items()]

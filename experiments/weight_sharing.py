@@ -51,6 +51,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # Adam rates tried per model on a validation split of the full training set (cnnlab.training.tuning); each
   # model then trains at its own best rate at every size. (): every model at train.learning_rate.
   c.lr_grid = (1e-3, 3e-3, 1e-2)
+  c.tuning_seeds = 3               # tuning trainings per (model, rate): one-standard-error rule (tuning.choose)
   if quick:
     c.data.name = "digits"
     c.train.steps = 20
@@ -64,6 +65,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.features = (4, 8)
     c.mlp_hidden = (32, 32)
     c.lr_grid = (1e-3, 3e-3)
+    c.tuning_seeds = 1
   return c
 
 
@@ -82,7 +84,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.min_steps < 1:
     raise UserError(f"weight_sharing: min_steps must be >= 1, got {config.min_steps}")
   if config.lr_grid:
-    tuning.check_grid(config.lr_grid)
+    tuning.check_grid(config.lr_grid, config.tuning_seeds)
   if not all(0 < f <= 1 for f in config.train_fractions):
     raise UserError(f"train_fractions must lie in (0, 1], got {tuple(config.train_fractions)}")
 
@@ -96,7 +98,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Conv layers shared vs unshared: same shapes in and out, so the ratio is the price of not sharing.
   conv_rows = [[c["layer"], c["params"], l["params"], l["params"] / c["params"]]
                for c, l in zip(layers["cnn"], layers["lcn"]) if c["layer"].startswith("conv")]
-  tuned = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress)
+  tuned = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress,
+                                 config.tuning_seeds)
            if config.lr_grid else {})
   trials, names = [], {}
   for fraction in config.train_fractions:

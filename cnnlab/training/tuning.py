@@ -1,27 +1,32 @@
 """Learning rates chosen on a validation split carved from the training set, never on the test set.
 
-    rates = tuning.learning_rates(workdir, config.train, {"cnn": cnn, "mlp": mlp}, ds, config.lr_grid)
-    # {"cnn": {"chosen": 0.003, "validation_accuracy": {"0.001": 0.95, "0.003": 0.96, ...}}, ...}
+    rates = tuning.learning_rates(workdir, config.train, {"cnn": cnn, "mlp": mlp}, ds, config.lr_grid, seeds=3)
+    # {"cnn": {"chosen": 0.003, "validation_accuracy": {"0.001": 0.95, "0.003": 0.96, ...}, ...}, ...}
 
-Each (model, rate) trains once, seed 0, on the training set minus a stratified `VALIDATION_FRACTION` held out
-(the test set is replaced by that held-out part), in `<workdir>/tuning/trials/`: finished runs are reused, so
-the grid is cached with the experiment and resumes like any sweep. The rate with the highest validation accuracy
-wins (ties: the smaller rate). Experiments record the table in results.json.
+Each (model, rate) trains `seeds` times (seeds 0, 1, ...: initialisation and batch order) on the training set
+minus a stratified `VALIDATION_FRACTION` held out with seed 0 (the test set is replaced by that held-out part),
+in `<workdir>/tuning/trials/`: finished runs are reused, so the grid is cached with the experiment and resumes
+like any sweep. `choose` takes the smallest rate whose mean validation accuracy is within one standard error of
+the best rate's (the one-standard-error rule): a rate that wins a near-tie by the luck of one training, or
+trains in some seeds only, loses to a smaller rate that scores as well. Experiments record the table in
+results.json.
 """
 
 import dataclasses
+import math
 import os
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import ml_collections
+import numpy as np
 
 from cnnlab import data
 from cnnlab.errors import UserError
 from cnnlab.training import sweep
 
 VALIDATION_FRACTION = 0.2  # of the training set, stratified, held out to choose the rate
-SEED = 0                   # the tuning trainings' seed (init, batch order and the split)
+SEED = 0                   # the split's seed, and the first tuning training's (init and batch order)
 
 
 def validation_set(dataset: Any) -> Any:
@@ -32,29 +37,54 @@ def validation_set(dataset: Any) -> Any:
                              y_test=split.y_test)
 
 
-def check_grid(grid: Sequence[float]) -> None:
+def check_grid(grid: Sequence[float], seeds: int = 1) -> None:
+  """One-line `UserError`s for a bad rate grid or number of tuning seeds."""
   if not grid or any(not r > 0 for r in grid):
     raise UserError(f"a learning-rate grid needs at least one rate, all > 0; got {tuple(grid)}")
+  if not isinstance(seeds, int) or seeds < 1:
+    raise UserError(f"tuning needs at least one seed per rate (tuning_seeds >= 1), got {seeds!r}")
+
+
+def standard_error(accuracies: Sequence[float], n_validation: int) -> float:
+  """Standard error of a rate's mean validation accuracy over tuning seeds: the validation split's binomial
+  sampling error (shared by the seeds, so it does not shrink with them) and the seeds' spread, in quadrature."""
+  acc = np.asarray(accuracies, np.float64)
+  p = float(acc.mean())
+  spread = float(acc.var(ddof=1)) / len(acc) if len(acc) > 1 else 0.0
+  return math.sqrt(p * (1 - p) / n_validation + spread)
+
+
+def choose(scores: Mapping[float, Sequence[float]], n_validation: int) -> tuple[float, float]:
+  """(rate, the best rate's standard error): the smallest rate whose mean validation accuracy over its tuning
+  seeds is within one standard error of the best mean (ties go to the smaller rate)."""
+  means = {r: float(np.mean(a)) for r, a in scores.items()}
+  best = max(sorted(means), key=lambda r: means[r])
+  se = standard_error(scores[best], n_validation)
+  return min(r for r in means if means[r] >= means[best] - se), se
 
 
 def learning_rates(workdir: str, train_config: ml_collections.ConfigDict, nets: Mapping[str, nn.Module],
-                   dataset: Any, grid: Sequence[float], progress: bool = False) -> dict[str, dict]:
-  """Per model: the chosen rate and every rate's validation accuracy (keys as `f"{rate:g}"`)."""
-  check_grid(grid)
+                   dataset: Any, grid: Sequence[float], progress: bool = False, seeds: int = 1) -> dict[str, dict]:
+  """Per model: the chosen rate, every rate's mean validation accuracy (keys as `f"{rate:g}"`) and per-seed
+  accuracies, the best rate's standard error and the validation split's size."""
+  check_grid(grid, seeds)
   val = validation_set(dataset)
   trials = []
   for name, net in nets.items():
     for rate in grid:
-      config = ml_collections.ConfigDict(train_config.to_dict())
-      config.learning_rate = float(rate)
-      trials.append(sweep.Trial(f"{name}_lr{rate:g}", net, val, SEED, config, {"model": name, "rate": float(rate)}))
+      config = with_rate(train_config, rate)
+      for seed in range(SEED, SEED + seeds):  # seed 0 keeps its old trial name: tunings run before reuse it
+        trials.append(sweep.Trial(f"{name}_lr{rate:g}" + (f"_s{seed}" if seed != SEED else ""), net, val, seed,
+                                  config, {"model": name, "rate": float(rate)}))
   records = sweep.run_trials(os.path.join(workdir, "tuning"), trials, progress=progress)
   out = {}
   for name in nets:
-    scores = {r["rate"]: r["test_accuracy"] for r in records if r["model"] == name}
-    best = max(sorted(scores), key=lambda r: scores[r])  # sorted: ties go to the smaller rate
-    out[name] = {"chosen": best, "validation_accuracy": {f"{r:g}": v for r, v in scores.items()},
-                 "n_validation": len(val.y_test)}
+    scores = {float(r): [x["test_accuracy"] for x in records if x["model"] == name and x["rate"] == float(r)]
+              for r in grid}  # each rate's accuracies in seed order
+    chosen, se = choose(scores, len(val.y_test))
+    out[name] = {"chosen": chosen, "validation_accuracy": {f"{r:g}": float(np.mean(a)) for r, a in scores.items()},
+                 "validation_accuracy_seeds": {f"{r:g}": a for r, a in scores.items()}, "standard_error": se,
+                 "seeds": seeds, "n_validation": len(val.y_test)}
   return out
 
 
