@@ -20,13 +20,12 @@ import functools
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 import experiments
 from cnnlab import data, kernels, models
+from cnnlab.metrics import gradients
 from cnnlab.errors import UserError
 from cnnlab.models import deep
 from cnnlab.report import ledger, rates as rates_text, rendering as reporting, stats, tables
@@ -97,29 +96,6 @@ def _seeds(config: ml_collections.ConfigDict) -> range:
   return range(config.seed_base, config.seed_base + config.seeds)
 
 
-@functools.lru_cache(maxsize=None)
-def _block_grad_norms_fn(apply_fn, depth: int):
-  """Jitted (params, batch_stats, x, y) -> gradient norm of each block's weights (kernel), block0 first."""
-
-  def norms(params, batch_stats, x, y):
-    def loss(p):
-      if batch_stats:  # training-mode BatchNorm, as in train_step
-        logits, _ = apply_fn({"params": p, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"])
-      else:
-        logits = apply_fn({"params": p}, x, train=True)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    # Weights only: zero-initialised biases get gradients of another scale, which dominated the deepest blocks.
-    g = jax.grad(loss)(params)["blocks"]["layer"]["kernel"]  # stacked over blocks: (depth, ...)
-    return jnp.sqrt(jnp.sum(g.reshape(depth, -1) ** 2, axis=1))
-
-  return jax.jit(norms)
-
-
-def block_grad_norms(state: state_lib.TrainState, depth: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-  """Per-block weight-gradient norms of the cross-entropy on (x, y) at `state`'s parameters."""
-  return np.asarray(_block_grad_norms_fn(state.apply_fn, depth)(state.params, state.batch_stats or {}, x, y))
-
-
 def _model(config, family: str, variant: str, depth: int, num_classes: int, init: str = "lecun"):
   norm, residual = VARIANTS[variant]
   width = config.mlp_width if family == "mlp" else config.cnn_width
@@ -145,7 +121,7 @@ def _init_norms(config: ml_collections.ConfigDict, ds: data.Dataset, x: np.ndarr
             init_rng, _ = jax.random.split(jax.random.key(seed))  # the same init as train.fit(seed)
             state = state_lib.create_train_state(net, tx, init_rng, ds.example_shape, mesh)
             # The forward pass does not read the initialiser: one compiled gradient per architecture.
-            n = block_grad_norms(state.replace(apply_fn=base.apply), depth, x, y)
+            n = gradients.block_grad_norms(state.replace(apply_fn=base.apply), depth, x, y)
             rows.append({"family": f, "variant": v, "init": i, "depth": depth, "seed": seed, "norms": n.tolist(),
                          "log10_ratio": _log_ratio(n)})
   return rows
@@ -162,7 +138,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   init_rows = _init_norms(config, ds, x, y)
 
   def trained_norms(depth, state, _):
-    n = block_grad_norms(state, depth, x, y)
+    n = gradients.block_grad_norms(state, depth, x, y)
     return {"trained_norms": n.tolist(), "trained_log10_ratio": _log_ratio(n)}
 
   trained = [(f, v, i, d) for f in config.families for v in config.variants for i in config.train_inits

@@ -26,9 +26,9 @@ import numpy as np
 import experiments
 from cnnlab import data, kernels, models
 from cnnlab.data import canvas
-from cnnlab.metrics import sampling, segmentation as segmentation_metrics, spectral
-from cnnlab.report import ledger, rendering as reporting, stats, tables
-from cnnlab.training import inference, metric_writer, parallel, state as state_lib, sweep, timing, train
+from cnnlab.metrics import segmentation as segmentation_metrics, segmentation_scores, spectral
+from cnnlab.report import curves as learning_curves, ledger, rendering as reporting, stats, tables
+from cnnlab.training import inference, parallel, state as state_lib, sweep, timing, train
 from cnnlab.training import tuning as tuning_lib
 from cnnlab.errors import UserError
 
@@ -100,40 +100,13 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
                            num_classes=num_classes, activation=activation, **VARIANTS[v]) for v in config.variants}
 
 
-def foreground_probability(logits_NHWK: np.ndarray) -> np.ndarray:
-  """1 - softmax probability of the background class, per pixel."""
-  return 1.0 - np.asarray(jax.nn.softmax(logits_NHWK, axis=-1)[..., 0])
-
-
 def init_checkerboard(config: ml_collections.ConfigDict, net, shape: tuple[int, ...], seed: int) -> float:
   """Checkerboard share of a freshly initialised net's foreground map on a constant grey input."""
   net = kernels.specialise(net, config.train.kernels)  # as fit does: its jitted init and forward are reused
   state = state_lib.create_train_state(net, state_lib.make_optimizer(config.train), jax.random.key(seed), shape,
                                    parallel.make_mesh())
   logits = inference.outputs(state, np.full((1, *shape), 0.5, np.float32), config.train.eval_batch_size)
-  return float(spectral.checkerboard_shares(foreground_probability(logits))[0])
-
-
-def _foreground_iou(binary_conf: np.ndarray) -> float:
-  return float(segmentation_metrics.iou_per_class(binary_conf)[1])
-
-
-PAIRED_VAR = {"miou": functools.partial(sampling.paired_bootstrap_var, statistic=segmentation_metrics.mean_iou),
-              "foreground_iou": functools.partial(sampling.paired_bootstrap_var, statistic=_foreground_iou),
-              "checkerboard": sampling.paired_mean_var}  # test-set sampling variance of a paired difference
-
-
-def evaluate_segmentation(logits_NHWK: np.ndarray, y_NHW: np.ndarray) -> dict:
-  """mIoU, pixel accuracy, digit-vs-background IoU, checkerboard share of the predictions, and their per-image
-  parts (confusion matrices, shares) under "parts", for the paired sampling variances of PAIRED_VAR."""
-  k = logits_NHWK.shape[-1]
-  pred = logits_NHWK.argmax(-1)
-  conf = sampling.per_image_confusion(y_NHW, pred, k)
-  binary = sampling.per_image_confusion(y_NHW > 0, pred > 0, 2)
-  boards = spectral.checkerboard_shares(foreground_probability(logits_NHWK))
-  return {"miou": segmentation_metrics.mean_iou(conf.sum(0)), "foreground_iou": _foreground_iou(binary.sum(0)),
-          "pixel_accuracy": segmentation_metrics.pixel_accuracy(conf.sum(0)), "checkerboard": float(boards.mean()),
-          "parts": {"miou": conf, "foreground_iou": binary, "checkerboard": boards}}
+  return float(spectral.checkerboard_shares(segmentation_scores.foreground_probability(logits))[0])
 
 
 def tune_learning_rates(config: ml_collections.ConfigDict, ds, nets: dict, workdir: str) -> dict:
@@ -142,7 +115,7 @@ def tune_learning_rates(config: ml_collections.ConfigDict, ds, nets: dict, workd
     return {v: {"learning_rate": config.train.learning_rate, "grid": [], "val_miou": []} for v in nets}
   n = config.val_canvases
   val = data.Dataset(f"{ds.name}-val", ds.x_train[n:], ds.y_train[n:], ds.x_train[:n], ds.y_train[:n], ds.num_classes)
-  score = lambda state, d: {"val_miou": evaluate_segmentation(  # noqa: E731
+  score = lambda state, d: {"val_miou": segmentation_scores.evaluate(  # noqa: E731
       inference.outputs(state, d.x_test, config.train.eval_batch_size), d.y_test)["miou"]}
   records = sweep.run_trials(os.path.join(workdir, "tuning"), [
       sweep.Trial(f"{v}_lr{lr:g}_s{config.seed_base}", net, val, config.seed_base,
@@ -160,7 +133,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ds = canvas.segmentation_dataset(config.data, config.canvas)
   nets = build_models(config, ds.num_classes)
   tuning = tune_learning_rates(config, ds, nets, workdir)
-  trivial = evaluate_segmentation(np.eye(ds.num_classes, dtype=np.float32)[np.zeros_like(ds.y_test)] * 10.0,
+  trivial = segmentation_scores.evaluate(np.eye(ds.num_classes, dtype=np.float32)[np.zeros_like(ds.y_test)] * 10.0,
                                   ds.y_test)  # every pixel "background" with certainty
   seeds = range(config.seed_base, config.seed_base + config.seeds)
   parts = dict.fromkeys((("trivial", seed) for seed in seeds), trivial.pop("parts"))  # per-image parts of each arm
@@ -169,13 +142,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logits = inference.outputs(state, ds.x_test, config.train.eval_batch_size)
     n = len(ds.x_test)  # as many training canvases as test canvases: the train mIoU of a sample of the training set
     train_logits = inference.outputs(state, ds.x_train[:n], config.train.eval_batch_size)
-    out = {**evaluate_segmentation(logits, ds.y_test),
+    out = {**segmentation_scores.evaluate(logits, ds.y_test),
            "train_miou": segmentation_metrics.mean_iou(segmentation_metrics.confusion_matrix(
                ds.y_train[:n], train_logits.argmax(-1), ds.num_classes)),
            "init_checkerboard": init_checkerboard(config, net, ds.example_shape, seed)}
     if seed == seeds[0]:
       shown = logits[:config.figure_canvases]
-      out["examples"] = (shown.argmax(-1), foreground_probability(shown))
+      out["examples"] = (shown.argmax(-1), segmentation_scores.foreground_probability(shown))
     return out
 
   records = sweep.run_trials(workdir, [sweep.Trial(f"{v}_s{seed}", net, ds, seed,
@@ -186,8 +159,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   examples = {r["variant"]: r.pop("examples") for r in records if "examples" in r}
   parts.update({(r["variant"], r["seed"]): r.pop("parts") for r in records})
   test_var = {m: {f"{a}|{b}": float(np.mean([fn(parts[(a, s)][m], parts[(b, s)][m]) for s in seeds]))
-                  for a, b in itertools.combinations([*nets, "trivial"], 2)} for m, fn in PAIRED_VAR.items()}
-  curves = {v: _loss_curves(workdir, v, seeds) for v in nets}
+                  for a, b in itertools.combinations([*nets, "trivial"], 2)} for m, fn in segmentation_scores.PAIRED_VAR.items()}
+  curves = learning_curves.train_loss(workdir, {v: [f"{v}_s{seed}" for seed in seeds] for v in nets})
   step_seconds = {v: timing.median_step_seconds(config.train, net, ds, config.timing_steps) for v, net in nets.items()}
   per_variant = lambda m: {v: sweep.group(records, ("variant",), m)[(v,)] for v in nets}  # noqa: E731
   results = {"dataset": ds.name, "num_classes": ds.num_classes, "n_train": len(ds.y_train), "n_test": len(ds.y_test),
@@ -197,47 +170,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "params": {v: int(p[0]) for v, p in per_variant("params").items()}, "step_seconds": step_seconds,
              "train_loss_curves": curves, "records": records, "smoke_test": config.smoke_test}
   _plot(workdir, ds, examples, config)
-  _plot_curves(workdir, curves)
+  learning_curves.plot(workdir, "learning_curves", curves, LABELS)
   results["run_seconds"] = time.time() - start
   return reporting.publish(workdir, results, render(results, config))
 
 
 def _activation_words(slope: float) -> str:
   return f"leaky ReLU (slope {slope:g})" if slope else "ReLU"
-
-
-def _loss_curves(workdir: str, variant: str, seeds) -> dict:
-  """The logged train loss (batches) of each seed's training of `variant`: {"steps": [...], "loss": [[per seed]]}."""
-  per_seed = []
-  for seed in seeds:
-    rows = [r for r in metric_writer.read_metrics(os.path.join(workdir, "trials", f"{variant}_s{seed}"))
-            if "train_loss" in r]
-    per_seed.append({r["step"]: r["train_loss"] for r in rows})  # a resumed run logs its steps again: last wins
-  steps = sorted(set.intersection(*(set(d) for d in per_seed)))
-  return {"steps": steps, "loss": [[d[t] for d in per_seed] for t in steps]}
-
-
-def _curve_rows(r: dict) -> tuple[list[str], list[list]]:
-  """Mean ± std train loss of each decoder at half, three quarters and all of the step budget: the plateau."""
-  steps = next(iter(r["train_loss_curves"].values()))["steps"]
-  picks = sorted({min(steps, key=lambda t: abs(t - f * steps[-1])) for f in (0.5, 0.75, 1.0)})
-  rows = []
-  for v, c in r["train_loss_curves"].items():
-    at = dict(zip(c["steps"], c["loss"]))
-    rows.append([LABELS[v], *(reporting.fmt_mean_std(at[t], 1, 3) for t in picks)])
-  return [f"train loss at step {t}" for t in picks], rows
-
-
-def _plot_curves(workdir: str, curves: dict) -> None:
-  fig, ax = reporting.new_figure(1, 1, figsize=(5, 3.5))
-  for v, c in curves.items():
-    loss = np.asarray(c["loss"])
-    ax.plot(c["steps"], loss.mean(1), label=LABELS[v])
-    ax.fill_between(c["steps"], loss.min(1), loss.max(1), alpha=0.2)
-  ax.set(xlabel="step", ylabel="train loss (batches)", yscale="log")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  reporting.save_figure(fig, workdir, "learning_curves")
 
 
 def render(r: dict, config: ml_collections.ConfigDict) -> str:
@@ -269,7 +208,7 @@ def render(r: dict, config: ml_collections.ConfigDict) -> str:
         "variance (bootstrap over the test canvases, drawn once for both arms) to the spread over seeds.\n\n",
         f"Train loss (cross-entropy per pixel, logged batches, mean ± std over seeds; {config.train.schedule} "
         "schedule): where it stops falling, the decoder has reached its plateau at this budget.\n\n",
-        reporting.markdown_table(["decoder", *_curve_rows(r)[0]], _curve_rows(r)[1]),
+        reporting.markdown_table(*learning_curves.plateau_rows(r["train_loss_curves"], LABELS, "decoder")),
         "\n![learning curves](learning_curves.png)\n\n",
         tables.verdicts_section(CLAIMS, r),
         f"\nAll-background scores {100 * r['trivial']['pixel_accuracy']:.1f} % pixel accuracy: pixel accuracy alone "

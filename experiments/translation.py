@@ -15,10 +15,7 @@ Result:   see REPORT.md (ledger) and the run's results.md.
 """
 
 import functools
-import math
 
-import flax.linen as nn
-import jax
 import ml_collections
 import numpy as np
 
@@ -26,10 +23,8 @@ import experiments
 from cnnlab import data, models
 from cnnlab.data import augment
 from cnnlab.errors import UserError
-from cnnlab.models import blurpool
-from cnnlab.ops import shift
+from cnnlab.ops import equivariance, shift
 from cnnlab.report import figures, ledger, rates, rendering as reporting, stats, tables, verdicts
-from cnnlab.runtime import prng
 from cnnlab.training import sweep, train, tuning
 
 CNNS = {"cnn_flat": ("max", "flatten"), "cnn_flat_stride": ("stride", "flatten"), "cnn_gap": ("max", "gap"),
@@ -43,7 +38,6 @@ MODEL_LABELS = {"mlp": "MLP",
 CONTROLS = {"cnn_flat": "cnn_flat_stride", "cnn_gap": "cnn_gap_stride"}
 GAP_NETS = ("cnn_gap", "cnn_gap_blur")  # the nets whose design claims invariance (GAP head)
 AUGMENTED = ("cnn_flat", "cnn_gap")  # nets also trained with `augment_arm` (as "<net>+aug"); no claim reads them
-STACKS = ("stride1", "stride2", "maxpool", "maxblur")  # downsampling after each conv of the probe stacks
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -60,7 +54,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.consistency_shift = 3          # Zhang consistency: two random offsets in [-k, k]^2 per test image
   c.features = (16, 32)            # conv channels per stage of the CNNs
   c.mlp_hidden = (256, 256)        # MLP hidden widths
-  c.probe_stacks = STACKS          # downsampling of the probe stacks: stride1, stride2, maxpool, maxblur
+  c.probe_stacks = equivariance.STACKS  # downsampling of the probe stacks: stride1, stride2, maxpool, maxblur
   c.probe_features = 8             # channels of the random-init conv stacks of the equivariance probe
   c.probe_depth = 3                # conv layers of those stacks
   c.probe_examples = 64            # test images (and noise images) fed to the probe
@@ -84,6 +78,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.seeds < 1 or config.seed_base < 0 or config.max_shift < 1:
     raise UserError("translation needs seeds >= 1, seed_base >= 0 and max_shift >= 1")
   augment.build(config.augment_arm)  # a one-line UserError for an unknown spec
+  if bad := set(config.probe_stacks) - set(equivariance.STACKS):
+    raise UserError(f"translation: unknown probe stacks {sorted(bad)}; use some of {equivariance.STACKS}")
   if config.lr_grid:
     tuning.check_grid(config.lr_grid, config.tuning_seeds)
 
@@ -92,65 +88,15 @@ def _seeds(config: ml_collections.ConfigDict) -> range:
   return range(config.seed_base, config.seed_base + config.seeds)
 
 
-class ProbeStack(nn.Module):
-  """Random-init conv stack returning every layer's feature map (for the equivariance probe)."""
-  features: int
-  depth: int
-  kind: str      # one of STACKS
-  padding: str   # 'CIRCULAR' | 'SAME' (zeros)
-
-  @nn.compact
-  def __call__(self, x):
-    maps = []
-    for i in range(self.depth):
-      stride = 2 if self.kind == "stride2" else 1
-      x = nn.relu(nn.Conv(self.features, (3, 3), strides=(stride, stride), padding=self.padding, name=f"conv{i}")(x))
-      if self.kind == "maxpool":
-        x = nn.max_pool(x, (2, 2), (2, 2))
-      elif self.kind == "maxblur":
-        # Circular blur padding with circular conv padding, so that only subsampling can break equivariance.
-        circular = self.padding == "CIRCULAR"
-        x = jax.numpy.pad(x, [(0, 0), (0, 1), (0, 1), (0, 0)], mode="wrap" if circular else "constant")
-        x = blurpool.blur_pool(blurpool.max_stride1(x), pad_mode="circular" if circular else "zero")
-      maps.append(x)
-    return maps
-
-
 def probe_equivariance(config: ml_collections.ConfigDict, x_digits: np.ndarray) -> list[dict]:
-  """Equivariance error per (stack, padding, input, depth, shift) over random inits."""
-  rng = np.random.default_rng(0)
-  inputs = {"digits": x_digits, "noise": rng.standard_normal(x_digits.shape).astype(np.float32)}
-  rows = []
-  for kind in config.probe_stacks:
-    for padding in ("CIRCULAR", "SAME"):
-      net = ProbeStack(config.probe_features, config.probe_depth, kind, padding)
-      apply = jax.jit(net.apply)
-      for seed in _seeds(config):
-        with prng.classic_threefry():
-          params = net.init(jax.random.key(seed), inputs["digits"][:1])
-        for input_name, x in inputs.items():
-          for depth in range(config.probe_depth):
-            stride = 1 if kind == "stride1" else 2 ** (depth + 1)
-            f = lambda v, d=depth: apply(params, v)[d]
-            for shift_name, s in (("1 px", 1), ("stride", stride)):
-              # Circular input shifts: on zero-bordered canvas digits they equal zero-fill shifts.
-              err = shift.equivariance_error(f, x, (s, s), stride, "circular")
-              rows.append({"stack": kind, "padding": padding, "input": input_name, "depth": depth + 1,
-                           "shift": shift_name, "seed": seed, "error": err})
-  return rows
+  """Equivariance error per (stack, padding, input, depth, shift) over random inits (one per seed)."""
+  return equivariance.probe(config.probe_stacks, config.probe_features, config.probe_depth, _seeds(config), x_digits)
 
 
 def shift_scores(config: ml_collections.ConfigDict, state, ds: data.Dataset, seed: int) -> dict:
   """A trained model's test accuracy at each shift, the accuracy it keeps under shifts, and shift consistency."""
-  bs, k = config.train.eval_batch_size, config.max_shift
-  # Per test digit: the fraction of its axis-aligned translations by s px (zero fill) classified correctly.
-  right = {s: np.mean([shift.predict(state, shift.shift(ds.x_test, o, "zero"), bs) == ds.y_test
-                       for o in shift.directions(s, 2)], axis=0) for s in range(k + 1)}
-  kept = np.mean([right[s] for s in range(1, k + 1)], axis=0) - right[0]  # per digit, shifted minus centred
-  return {**{f"acc_shift{s}": float(r.mean()) for s, r in right.items()}, "kept": float(kept.mean()),
-          "kept_se": float(kept.std(ddof=1) / math.sqrt(len(kept))),
-          "consistency": shift.consistency(state, ds.x_test, config.consistency_shift, seed=1000 + seed,
-                                           batch_size=bs)}
+  return shift.robustness(state, ds.x_test, ds.y_test, config.max_shift, config.consistency_shift, 1000 + seed,
+                          config.train.eval_batch_size)
 
 
 def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:

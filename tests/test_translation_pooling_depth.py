@@ -12,6 +12,7 @@ import pytest
 import experiments
 import synthetic_outcomes
 from cnnlab.errors import UserError
+from cnnlab.metrics import gradients
 from cnnlab.report import ledger, rendering as reporting, stats, verdicts
 
 SUPPORTED, REFUTED, INCONCLUSIVE, PARTLY = stats.SUPPORTED, stats.REFUTED, stats.INCONCLUSIVE, stats.PARTLY
@@ -57,10 +58,12 @@ def test_standard_config_has_ten_seeds_and_rejects_a_negative_seed_base(name):
     module.validate_config(_with(config, seed_base=-1))
 
 
-def test_translation_rejects_an_unknown_augmentation_and_can_drop_its_arm():
+def test_translation_rejects_an_unknown_augmentation_or_probe_stack_and_can_drop_its_arm():
   module = experiments.get("translation")
   with pytest.raises(UserError, match="unknown augmentation"):
     module.validate_config(_with(module.get_config(), augment_arm="shift:4"))
+  with pytest.raises(UserError, match="unknown probe stacks"):
+    module.validate_config(_with(module.get_config(), probe_stacks=("maxpool", "avgpool")))
   module.validate_config(_with(module.get_config(), augment_arm=""))  # no augmented arm
 
 
@@ -295,4 +298,15 @@ def test_block_grad_norms_match_a_direct_gradient(digits):
   loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(net.apply({"params": p}, x), y).mean()
   g = jax.grad(loss)(state.params)["blocks"]["layer"]["kernel"]  # weights only: biases are left out
   want = [float(np.linalg.norm(g[i])) for i in range(depth)]
-  np.testing.assert_allclose(depth_and_gradients.block_grad_norms(state, depth, x, y), want, rtol=1e-5)
+  np.testing.assert_allclose(gradients.block_grad_norms(state, depth, x, y), want, rtol=1e-5)
+
+
+def test_probe_stacks_are_exactly_equivariant_only_where_nothing_subsamples_between_shifts():
+  from cnnlab.ops import equivariance
+  x = np.random.default_rng(0).random((2, 16, 16, 1)).astype(np.float32)
+  rows = equivariance.probe(("stride1", "maxpool"), features=4, depth=2, seeds=[0], x_digits=x)
+  assert len(rows) == 2 * 2 * 2 * 2 * 2  # stacks x paddings x inputs x layers x shifts
+  err = {(r["stack"], r["padding"], r["input"], r["depth"], r["shift"]): r["error"] for r in rows}
+  assert max(e for k, e in err.items() if k[:2] == ("stride1", "CIRCULAR")) < 1e-5
+  assert err["maxpool", "CIRCULAR", "noise", 1, "stride"] < 1e-5  # a 2 px shift moves the pooled map by 1
+  assert err["maxpool", "CIRCULAR", "noise", 1, "1 px"] > 0.1     # a 1 px shift falls between pooled positions
