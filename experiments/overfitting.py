@@ -56,6 +56,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # First seed: this run uses seeds seed_base .. seed_base + seeds - 1 (another base draws a disjoint set).
   c.seed_base = 0
   if quick:
+    c.tuning_seeds = 1
     c.train.steps = 20
     c.train.batch_size = 32
     c.train.log_every = 10

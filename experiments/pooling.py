@@ -69,6 +69,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
                             checkpoint_every=750))
   if quick:
     c.data.name = "digits"  # quick runs skip MNIST-1D generation: 8x8 digits read as 64-sample signals
+    c.tuning_seeds = 1
     for t in (c.train, c.image.train):
       t.steps = 20
       t.batch_size = 32

@@ -65,6 +65,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.image.permutation_seed = 0      # seed of the one fixed pixel permutation
   if quick:
     c.data.name = "digits"  # quick runs skip MNIST-1D generation: 1-D models see each 8x8 digit as 64 samples
+    c.image.tuning_seeds = 1
     c.train.steps = 20
     c.gru_steps = 10
     c.train.log_every = 10

@@ -65,7 +65,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.exact_tol = 1e-4               # relative error below this counts as exactly equivariant (float32 rounding)
   if quick:
     c.train.steps, c.train.batch_size, c.train.eval_batch_size = 20, 32, 200
-    c.lr_grid = ()
+    c.lr_grid, c.tuning_seeds = (), 1
     c.train.log_every, c.train.checkpoint_every, c.train.tensorboard = 10, 20, False
     c.canvas, c.max_shift, c.consistency_shift, c.augment_arm = 12, 2, 2, "translate:2"
     c.features, c.mlp_hidden, c.seeds = (4, 8), (32,), 2
