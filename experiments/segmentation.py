@@ -2,12 +2,12 @@
 
 Canvases of 1-3 real MNIST digits (`cnnlab.data.canvas`: mnist5k shrunk to 14x14, pasted at random on 32x32),
 labelled per pixel: background or the class of the digit whose stroke it is (11 classes). Three decoders on one
-encoder: stride-2 transposed conv, bilinear resize + conv (Odena et al. 2016; `nearest` is a fourth variant), and
-a U-Net (transposed conv + skips), each at the best rate of `lr_grid` by mIoU on canvases held out of the
-training set, then 10 seeds of 1,000 cosine-decayed steps. Measured: train and test mIoU, pixel accuracy,
-digit-vs-background IoU, the train-loss curves, step time, the all-background prediction's scores, and the
-period-2 ("checkerboard") share of each net's output at init on a flat input and trained. The CLAIMS judges
-compare paired effects with 95% intervals.
+encoder: stride-2 transposed conv, bilinear resize + conv (Odena et al. 2016; `nearest` is a fourth variant), and a
+U-Net (transposed conv + skips), each at its rate of `lr_grid` by mean mIoU over `tuning_seeds` trainings on
+canvases held out of the training set (one-standard-error rule), then 10 seeds of 1,000 cosine-decayed steps.
+Measured: train and test mIoU, pixel accuracy, digit-vs-background IoU, the train-loss curves, step time, the
+all-background prediction's scores, and the period-2 ("checkerboard") share of each net's output at init on a flat
+input and trained. The CLAIMS judges compare paired effects with 95% intervals.
 
 Command:  python run.py --exp=segmentation
 Result:   see REPORT.md (ledger) and the run's results.md.
@@ -62,6 +62,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # no-skip decoders chose the top rate on both seed sets.
   c.lr_grid = (1e-3, 3e-3, 1e-2, 3e-2)
   c.val_canvases = 500             # training canvases held out to choose the rate (the rest train the candidates)
+  c.tuning_seeds = 3               # tuning trainings per (decoder, rate), seeds seed_base..: one-standard-error rule
   c.variants = ("transposed", "bilinear", "unet")  # decoders compared (keys of VARIANTS; 'nearest' also works)
   c.features = (16, 32, 64)        # encoder channels per stage (the decoder mirrors them)
   # Leaky-ReLU slope of every 3x3 conv, all decoders alike (0: ReLU). With ReLU the U-Net's deep path died in 2 of
@@ -74,6 +75,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.figure_canvases = 6            # test canvases shown in the predictions figure
   if quick:  # real 8x8 digits on 16x16 canvases, one rate (no tuning)
     c.data.name, c.canvas.max_digits, c.features, c.lr_grid, c.val_canvases = "digits", 2, (8, 16), (), 100
+    c.tuning_seeds = 1
     c.train.update(dict(steps=150, learning_rate=1e-2, schedule="constant", log_every=50, checkpoint_every=150,
                         eval_batch_size=100, tensorboard=False))
     c.seeds, c.timing_steps, c.figure_canvases = 2, 3, 3
@@ -86,6 +88,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(f"segmentation needs seeds >= 1 and seed_base >= 0, got {config.seeds}, {config.seed_base}")
   if any(not 0 < lr < 1 for lr in config.lr_grid) or not 0 < config.val_canvases < config.canvas.n_train:
     raise UserError(f"need rates in (0, 1), 0 < val_canvases < canvas.n_train: {config.lr_grid}, {config.val_canvases}")
+  if config.lr_grid:
+    tuning_lib.check_grid(config.lr_grid, config.tuning_seeds)
   if not 0 <= config.negative_slope < 1:
     raise UserError(f"segmentation needs 0 <= negative_slope < 1, got {config.negative_slope}")
 
@@ -110,21 +114,28 @@ def init_checkerboard(config: ml_collections.ConfigDict, net, shape: tuple[int, 
 
 
 def tune_learning_rates(config: ml_collections.ConfigDict, ds, nets: dict, workdir: str) -> dict:
-  """Per decoder: each rate of lr_grid's mIoU on the validation canvases (seed_base), and the best rate."""
+  """Per decoder: each rate of lr_grid's mean mIoU on the validation canvases over `tuning_seeds` trainings
+  (seeds seed_base, ...), and the rate `tuning.choose` takes: the smallest within one standard error (the
+  seeds' spread) of the best."""
   if not config.lr_grid:
     return {v: {"learning_rate": config.train.learning_rate, "grid": [], "val_miou": []} for v in nets}
   n = config.val_canvases
   val = data.Dataset(f"{ds.name}-val", ds.x_train[n:], ds.y_train[n:], ds.x_train[:n], ds.y_train[:n], ds.num_classes)
   score = lambda state, d: {"val_miou": segmentation_scores.evaluate(  # noqa: E731
       inference.outputs(state, d.x_test, config.train.eval_batch_size), d.y_test)["miou"]}
+  seeds = range(config.seed_base, config.seed_base + config.tuning_seeds)
   records = sweep.run_trials(os.path.join(workdir, "tuning"), [
-      sweep.Trial(f"{v}_lr{lr:g}_s{config.seed_base}", net, val, config.seed_base,
-                  tuning_lib.with_rate(config.train, lr),
-                  {"variant": v, "lr": lr}, after_fit=score) for v, net in nets.items() for lr in config.lr_grid],
-      progress=config.train.progress)
-  scores = {v: [r["val_miou"] for r in records if r["variant"] == v] for v in nets}
-  return {v: {"learning_rate": config.lr_grid[int(np.argmax(m))], "grid": list(config.lr_grid), "val_miou": m}
-          for v, m in scores.items()}
+      sweep.Trial(f"{v}_lr{lr:g}_s{seed}", net, val, seed, tuning_lib.with_rate(config.train, lr),
+                  {"variant": v, "lr": lr}, after_fit=score)
+      for v, net in nets.items() for lr in config.lr_grid for seed in seeds], progress=config.train.progress)
+  out = {}
+  for v in nets:
+    per_rate = {lr: [r["val_miou"] for r in records if r["variant"] == v and r["lr"] == lr] for lr in config.lr_grid}
+    chosen, se = tuning_lib.choose(per_rate, None)
+    out[v] = {"learning_rate": chosen, "grid": list(config.lr_grid),
+              "val_miou": [float(np.mean(m)) for m in per_rate.values()], "val_miou_seeds": list(per_rate.values()),
+              "standard_error": se}
+  return out
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -159,7 +170,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   examples = {r["variant"]: r.pop("examples") for r in records if "examples" in r}
   parts.update({(r["variant"], r["seed"]): r.pop("parts") for r in records})
   test_var = {m: {f"{a}|{b}": float(np.mean([fn(parts[(a, s)][m], parts[(b, s)][m]) for s in seeds]))
-                  for a, b in itertools.combinations([*nets, "trivial"], 2)} for m, fn in segmentation_scores.PAIRED_VAR.items()}
+                  for a, b in itertools.combinations([*nets, "trivial"], 2)}
+                 for m, fn in segmentation_scores.PAIRED_VAR.items()}
   curves = learning_curves.train_loss(workdir, {v: [f"{v}_s{seed}" for seed in seeds] for v in nets})
   step_seconds = {v: timing.median_step_seconds(config.train, net, ds, config.timing_steps) for v, net in nets.items()}
   per_variant = lambda m: {v: sweep.group(records, ("variant",), m)[(v,)] for v in nets}  # noqa: E731
@@ -201,9 +213,10 @@ def render(r: dict, config: ml_collections.ConfigDict) -> str:
                                   "mean IoU (train)", "mean IoU (test)", "pixel acc. (test)", "digit-vs-bg IoU (test)",
                                   "ms / train step", "checkerboard at init", "checkerboard trained"], rows),
         "\nMean IoU: per-class TP / (TP + FP + FN) averaged over the classes present (train: on as many training "
-        f"canvases as test canvases). Learning rate: the best mIoU on {config.val_canvases} held-out training "
-        f"canvases (seed {config.seed_base}). Step time: median of {config.timing_steps} compiled steps "
-        "(load-dependent). Checkerboard: share of the foreground map's power in period-2 patterns, at init on a "
+        f"canvases as test canvases). Learning rate (mean validation mIoU per rate in brackets): the smallest rate "
+        f"whose mean mIoU on {config.val_canvases} held-out training canvases over {config.tuning_seeds} tuning "
+        f"seeds (from seed {config.seed_base}) is within one standard error of the best. Step time: median of "
+        f"{config.timing_steps} compiled steps (load-dependent). Checkerboard: share of the foreground map's power in period-2 patterns, at init on a "
         "flat grey input and on trained test predictions. Intervals add each paired difference's test-set sampling "
         "variance (bootstrap over the test canvases, drawn once for both arms) to the spread over seeds.\n\n",
         f"Train loss (cross-entropy per pixel, logged batches, mean ± std over seeds; {config.train.schedule} "

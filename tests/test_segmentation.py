@@ -16,7 +16,7 @@ from cnnlab.data import canvas
 from cnnlab.metrics import boxes, sampling, segmentation as segmentation_metrics, spectral
 from cnnlab.ops import conv_arithmetic as ca
 from cnnlab.report import ledger, verdicts
-from cnnlab.training import losses
+from cnnlab.training import losses, tuning
 from cnnlab.errors import UserError
 from cnnlab.models import segnets
 
@@ -249,14 +249,17 @@ def test_learning_rates_are_chosen_on_held_out_training_canvases(tmp_path):
   from experiments import segmentation as seg  # pylint: disable=g-import-not-at-top
   config = seg.get_config(quick=True)
   config.variants, config.lr_grid, config.val_canvases = ("bilinear",), (1e-3, 3e-2), 100
+  config.tuning_seeds = 2
   config.train.update(dict(steps=4, log_every=2, checkpoint_every=4, progress=False))
   ds = canvas.segmentation_dataset(config.data, config.canvas)
   tuned = seg.tune_learning_rates(config, ds, seg.build_models(config, ds.num_classes), str(tmp_path))
   t = tuned["bilinear"]
-  assert t["grid"] == [1e-3, 3e-2] and len(t["val_miou"]) == 2
-  assert t["learning_rate"] == t["grid"][int(np.argmax(t["val_miou"]))]
+  assert t["grid"] == [1e-3, 3e-2] and len(t["val_miou"]) == 2 and [len(m) for m in t["val_miou_seeds"]] == [2, 2]
+  assert t["val_miou"] == [pytest.approx(np.mean(m)) for m in t["val_miou_seeds"]]
+  # The smallest rate within one standard error (the tuning seeds' spread: mIoU is no share of examples).
+  assert t["learning_rate"] == tuning.choose(dict(zip(t["grid"], t["val_miou_seeds"])), None)[0]
   trials = sorted(os.listdir(tmp_path / "tuning" / "trials"))
-  assert trials == ["bilinear_lr0.001_s0", "bilinear_lr0.03_s0"]
+  assert trials == ["bilinear_lr0.001_s0", "bilinear_lr0.001_s1", "bilinear_lr0.03_s0", "bilinear_lr0.03_s1"]
   with pytest.raises(UserError, match="val_canvases"):
     config.val_canvases = config.canvas.n_train
     seg.validate_config(config)
@@ -324,7 +327,8 @@ def test_localisation_chooses_each_models_rate_on_held_out_training_canvases(tmp
   r = runner.run_experiment(loc, config, str(tmp_path))
   for m, t in r["tuning"].items():
     assert t["grid"] == [1e-3, 1e-2] and len(t["val_hit"]) == 2
-    assert t["learning_rate"] == t["grid"][int(np.argmax(t["val_hit"]))]  # the best (ties: the smaller rate)
+    # The smallest rate within one standard error of the best (a share of the 100 validation canvases).
+    assert t["learning_rate"] == tuning.choose(dict(zip(t["grid"], t["val_hit_seeds"])), 100)[0]
     trained_with = json.load(open(tmp_path / "trials" / f"{m}_s0" / "trained_with.json"))
     assert trained_with["learning_rate"] == t["learning_rate"]
   assert sorted(os.listdir(tmp_path / "tuning" / "trials")) == [

@@ -45,18 +45,19 @@ def check_grid(grid: Sequence[float], seeds: int = 1) -> None:
     raise UserError(f"tuning needs at least one seed per rate (tuning_seeds >= 1), got {seeds!r}")
 
 
-def standard_error(accuracies: Sequence[float], n_validation: int) -> float:
+def standard_error(accuracies: Sequence[float], n_validation: int | None) -> float:
   """Standard error of a rate's mean validation accuracy over tuning seeds: the validation split's binomial
-  sampling error (shared by the seeds, so it does not shrink with them) and the seeds' spread, in quadrature."""
+  sampling error (shared by the seeds, so it does not shrink with them) and the seeds' spread, in quadrature.
+  `n_validation` None: a score that is not a share of examples (e.g. mean IoU): the seeds' spread alone."""
   acc = np.asarray(accuracies, np.float64)
   p = float(acc.mean())
   spread = float(acc.var(ddof=1)) / len(acc) if len(acc) > 1 else 0.0
-  return math.sqrt(p * (1 - p) / n_validation + spread)
+  return math.sqrt((p * (1 - p) / n_validation if n_validation else 0.0) + spread)
 
 
-def choose(scores: Mapping[float, Sequence[float]], n_validation: int) -> tuple[float, float]:
-  """(rate, the best rate's standard error): the smallest rate whose mean validation accuracy over its tuning
-  seeds is within one standard error of the best mean (ties go to the smaller rate)."""
+def choose(scores: Mapping[float, Sequence[float]], n_validation: int | None) -> tuple[float, float]:
+  """(rate, the best rate's standard error): the smallest rate whose mean validation score over its tuning
+  seeds is within one standard error (`standard_error`) of the best mean (ties go to the smaller rate)."""
   means = {r: float(np.mean(a)) for r, a in scores.items()}
   best = max(sorted(means), key=lambda r: means[r])
   se = standard_error(scores[best], n_validation)
