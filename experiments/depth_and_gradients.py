@@ -145,7 +145,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
              for d in config.train_depths]
   nets = {c: _model(config, c[0], c[1], c[3], ds.num_classes, c[2]) for c in trained}
   tuned = (tuning.learning_rates(workdir, config.train, {_trial_name(*c): nets[c] for c in trained}, ds,
-                                 config.lr_grid, config.train.progress, config.tuning_seeds) if config.lr_grid else {})
+                                 config.lr_grid, config.train.progress, config.tuning_seeds, config.seed_base)
+           if config.lr_grid else {})
   rates = {_name(*c): tuned[_trial_name(*c)] for c in trained} if tuned else {}
   trials = [sweep.Trial(_trial_name(*c, seed), nets[c], ds, seed,
                         tuning.with_rate(config.train, rates[_name(*c)]["chosen"]) if rates else config.train,

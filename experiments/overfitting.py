@@ -96,7 +96,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Per-seed train / test accuracy and gap of every (model, width, fraction) cell, parameter counts."""
   ds = data.load(config.data)
   tuned = (tuning.learning_rates(workdir, config.train, _nets(config, 1.0, ds.num_classes), ds, config.lr_grid,
-                                 config.train.progress, config.tuning_seeds) if config.lr_grid else {})
+                                 config.train.progress, config.tuning_seeds, config.seed_base)
+           if config.lr_grid else {})
   train_config = {name: tuning.with_rate(config.train, tuned[name]["chosen"]) if tuned else config.train
                   for name in LABELS}
   trials = {}

@@ -146,7 +146,7 @@ def _rates(config: ml_collections.ConfigDict, train_config: ml_collections.Confi
   if not config.lr_grid:
     return dict.fromkeys(nets, train_config), {}
   table = tuning.learning_rates(workdir, train_config, nets, ds, config.lr_grid, config.train.progress,
-                                config.tuning_seeds)
+                                config.tuning_seeds, config.seed_base)
   return {v: tuning.with_rate(train_config, t["chosen"]) for v, t in table.items()}, table
 
 

@@ -216,8 +216,8 @@ def render(r: dict, config: ml_collections.ConfigDict) -> str:
         f"canvases as test canvases). Learning rate (mean validation mIoU per rate in brackets): the smallest rate "
         f"whose mean mIoU on {config.val_canvases} held-out training canvases over {config.tuning_seeds} tuning "
         f"seeds (from seed {config.seed_base}) is within one standard error of the best. Step time: median of "
-        f"{config.timing_steps} compiled steps (load-dependent). Checkerboard: share of the foreground map's power in period-2 patterns, at init on a "
-        "flat grey input and on trained test predictions. Intervals add each paired difference's test-set sampling "
+        f"{config.timing_steps} compiled steps (load-dependent). Checkerboard: share of the foreground map's power "
+        "in period-2 patterns, at init on a flat grey input and on trained test predictions. Intervals add each paired difference's test-set sampling "
         "variance (bootstrap over the test canvases, drawn once for both arms) to the spread over seeds.\n\n",
         f"Train loss (cross-entropy per pixel, logged batches, mean ± std over seeds; {config.train.schedule} "
         "schedule): where it stops falling, the decoder has reached its plateau at this budget.\n\n",

@@ -128,7 +128,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   nets2 = {"cnn": models.create("cnn", features=tuple(config.image.features), num_classes=img.num_classes),
            "mlp": models.create("mlp", hidden=tuple(config.image.mlp_hidden), num_classes=img.num_classes)}
   tuned = {d: (tuning.learning_rates(os.path.join(workdir, f"2d_{d}"), config.image.train, nets2, img_sets[d],
-                                     config.image.lr_grid, config.train.progress, config.image.tuning_seeds)
+                                     config.image.lr_grid, config.train.progress, config.image.tuning_seeds,
+                                     config.seed_base)
                   if config.image.lr_grid else {})
            for d in img_sets}
   train2 = lambda m, d: (tuning.with_rate(config.image.train, tuned[d][m]["chosen"]) if tuned[d]  # noqa: E731

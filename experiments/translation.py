@@ -108,7 +108,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   nets = {"mlp": models.create("mlp", hidden=tuple(config.mlp_hidden), num_classes=ds.num_classes),
           **{m: models.create("poolnet", downsample=d, head=h, **conv) for m, (d, h) in CNNS.items()}}
   tuned = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress,
-                                 config.tuning_seeds)
+                                 config.tuning_seeds, config.seed_base)
            if config.lr_grid else {})
   rated = {m: tuning.with_rate(config.train, tuned[m]["chosen"]) if tuned else config.train for m in nets}
   arms = [(m, net, rated[m]) for m, net in nets.items()]

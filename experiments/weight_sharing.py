@@ -99,7 +99,7 @@ def measure(config: ml_collections.ConfigDict, workdir: str) -> dict:
   conv_rows = [[c["layer"], c["params"], l["params"], l["params"] / c["params"]]
                for c, l in zip(layers["cnn"], layers["lcn"]) if c["layer"].startswith("conv")]
   tuned = (tuning.learning_rates(workdir, config.train, nets, ds, config.lr_grid, config.train.progress,
-                                 config.tuning_seeds)
+                                 config.tuning_seeds, config.seed_base)
            if config.lr_grid else {})
   trials, names = [], {}
   for fraction in config.train_fractions:

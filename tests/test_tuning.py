@@ -76,3 +76,8 @@ def test_several_tuning_seeds_train_each_rate_per_seed_and_keep_seed_0s_trials(d
   text = rates.sentence({"MLP": out}, "model")
   assert "over 2 tuning seeds" in text and "one standard error" in text and "best ±" in text
   assert "tuning seeds" not in rates.sentence({"MLP": one["mlp"]}, "model")
+  # Another seed set tunes on its own seeds (the split stays seed 0's).
+  other = tuning.learning_rates(str(tmp_path), tiny_train_config, nets, digits, (3e-3,), seed_base=1000)["mlp"]
+  assert (tmp_path / "tuning" / "trials" / "mlp_lr0.003_s1000" / "summary.json").exists()
+  assert other["n_validation"] == out["n_validation"]
+  assert other["validation_accuracy_seeds"]["0.003"] != seeds["0.003"][:1]

@@ -3,8 +3,8 @@
     rates = tuning.learning_rates(workdir, config.train, {"cnn": cnn, "mlp": mlp}, ds, config.lr_grid, seeds=3)
     # {"cnn": {"chosen": 0.003, "validation_accuracy": {"0.001": 0.95, "0.003": 0.96, ...}, ...}, ...}
 
-Each (model, rate) trains `seeds` times (seeds 0, 1, ...: initialisation and batch order) on the training set
-minus a stratified `VALIDATION_FRACTION` held out with seed 0 (the test set is replaced by that held-out part),
+Each (model, rate) trains `seeds` times (seeds `seed_base`, +1, ...: initialisation and batch order) on the
+training set minus a stratified `VALIDATION_FRACTION` held out with seed 0 (the test set is replaced by that held-out part),
 in `<workdir>/tuning/trials/`: finished runs are reused, so the grid is cached with the experiment and resumes
 like any sweep. `choose` takes the smallest rate whose mean validation accuracy is within one standard error of
 the best rate's (the one-standard-error rule): a rate that wins a near-tie by the luck of one training, or
@@ -65,16 +65,19 @@ def choose(scores: Mapping[float, Sequence[float]], n_validation: int | None) ->
 
 
 def learning_rates(workdir: str, train_config: ml_collections.ConfigDict, nets: Mapping[str, nn.Module],
-                   dataset: Any, grid: Sequence[float], progress: bool = False, seeds: int = 1) -> dict[str, dict]:
+                   dataset: Any, grid: Sequence[float], progress: bool = False, seeds: int = 1,
+                   seed_base: int = SEED) -> dict[str, dict]:
   """Per model: the chosen rate, every rate's mean validation accuracy (keys as `f"{rate:g}"`) and per-seed
-  accuracies, the best rate's standard error and the validation split's size."""
+  accuracies, the best rate's standard error and the validation split's size. The tuning trainings use seeds
+  `seed_base` .. `seed_base + seeds - 1` (an experiment's seed set: another set tunes on other seeds); the split
+  is always seed `SEED`'s."""
   check_grid(grid, seeds)
   val = validation_set(dataset)
   trials = []
   for name, net in nets.items():
     for rate in grid:
       config = with_rate(train_config, rate)
-      for seed in range(SEED, SEED + seeds):  # seed 0 keeps its old trial name: tunings run before reuse it
+      for seed in range(seed_base, seed_base + seeds):  # seed 0 keeps its old trial name (older tunings reused)
         trials.append(sweep.Trial(f"{name}_lr{rate:g}" + (f"_s{seed}" if seed != SEED else ""), net, val, seed,
                                   config, {"model": name, "rate": float(rate)}))
   records = sweep.run_trials(os.path.join(workdir, "tuning"), trials, progress=progress)
