@@ -51,7 +51,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # (cnnlab.training.tuning): whether a deep net trains at all must not hinge on one shared rate.
   # (): every net at train.learning_rate.
   c.lr_grid = (1e-3, 3e-3, 1e-2)   # (1e-4, 3e-4, 1e-3) had every net that trains at its top
-  c.tuning_seeds = 3               # tuning trainings per (net, rate): one-standard-error rule (tuning.choose)
+  c.tuning_seeds = 3               # tuning trainings per (net, rate), seeds seed_base..: tuning.choose
   c.families = ("mlp", "cnn")      # deep_mlp (Dense blocks) and deep_cnn (3x3 conv blocks, GAP head)
   c.variants = tuple(VARIANTS)     # block type: plain, BatchNorm, residual, BatchNorm + residual
   c.inits = deep.INITS             # kernel initialisers measured at initialisation (cheap: no training)

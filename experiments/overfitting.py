@@ -45,7 +45,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # Adam rates tried per family (base width) on a validation split of the full training set
   # (cnnlab.training.tuning); every width and size of a family then trains at its rate. (): train.learning_rate.
   c.lr_grid = (1e-3, 3e-3, 1e-2, 3e-2)
-  c.tuning_seeds = 3               # tuning trainings per (model, rate): one-standard-error rule (tuning.choose)
+  c.tuning_seeds = 3               # tuning trainings per (model, rate), seeds seed_base..: tuning.choose
   c.features = (8, 16)             # base conv channels (CNN and LCN), as in weight_sharing
   c.kernel_size = 3
   c.mlp_hidden = (256, 256)        # base MLP widths, as in weight_sharing

@@ -48,7 +48,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # Rates tried per variant and data set (1-D, 2-D) on a validation split of the training set; () uses the
   # configured ones. 0.1: with a top of 0.03, 6 of 8 arms chose the top rate.
   c.lr_grid = (3e-3, 1e-2, 3e-2, 1e-1)
-  c.tuning_seeds = 3               # tuning trainings per (variant, rate): one-standard-error rule (tuning.choose)
+  c.tuning_seeds = 3               # tuning trainings per (variant, rate), seeds seed_base..: tuning.choose
   c.variants = ("none", "stride", "max", "avg")  # downsampling after each conv ("l2", "maxblur" also exist)
   c.features = (32, 32)             # conv channels per stage
   c.kernel_size = 5                 # 1-D conv window

@@ -59,7 +59,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.image.train.update(dict(steps=1500, batch_size=64, learning_rate=1e-3, schedule="cosine", log_every=100,
                             checkpoint_every=750))  # learning_rate: used when image.lr_grid is empty
   c.image.lr_grid = (1e-3, 3e-3, 1e-2, 3e-2)  # rates tried per 2-D (model, data) arm on a validation split; () skips
-  c.image.tuning_seeds = 3         # tuning trainings per (arm, rate): one-standard-error rule (tuning.choose)
+  c.image.tuning_seeds = 3         # tuning trainings per (arm, rate), seeds seed_base..: tuning.choose
   c.image.features = (8, 16)        # CNN channels per stage (3x3 conv, ReLU, 2x2 max pool)
   c.image.mlp_hidden = (256, 256)   # MLP hidden widths
   c.image.permutation_seed = 0      # seed of the one fixed pixel permutation

@@ -51,7 +51,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # Adam rates tried per model on a validation split of the full training set (cnnlab.training.tuning); each
   # model then trains at its own best rate at every size. (): every model at train.learning_rate.
   c.lr_grid = (1e-3, 3e-3, 1e-2)
-  c.tuning_seeds = 3               # tuning trainings per (model, rate): one-standard-error rule (tuning.choose)
+  c.tuning_seeds = 3               # tuning trainings per (model, rate), seeds seed_base..: tuning.choose
   if quick:
     c.data.name = "digits"
     c.train.steps = 20

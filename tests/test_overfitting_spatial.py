@@ -99,7 +99,7 @@ def test_spatial_prior_tunes_each_2d_arm_on_a_validation_split(tmp_path):
   r = runner.run_experiment(spatial_prior, config, str(tmp_path))
   for d, table in r["learning_rates_2d"].items():
     assert set(table) == {"cnn", "mlp"}
-    for m, t in table.items():  # the smallest rate within one standard error of the best (tuning.choose)
+    for m, t in table.items():  # the highest mean minus one standard error (tuning.choose)
       assert t["chosen"] == _chosen(t)
       trained = json.load(open(tmp_path / "trials" / f"2d_{m}_{d[:4]}_s0" / "trained_with.json"))
       assert trained["learning_rate"] == t["chosen"]

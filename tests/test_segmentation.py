@@ -256,7 +256,7 @@ def test_learning_rates_are_chosen_on_held_out_training_canvases(tmp_path):
   t = tuned["bilinear"]
   assert t["grid"] == [1e-3, 3e-2] and len(t["val_miou"]) == 2 and [len(m) for m in t["val_miou_seeds"]] == [2, 2]
   assert t["val_miou"] == [pytest.approx(np.mean(m)) for m in t["val_miou_seeds"]]
-  # The smallest rate within one standard error (the tuning seeds' spread: mIoU is no share of examples).
+  # The highest mean minus one standard error (the tuning seeds' spread: mIoU is no share of examples).
   assert t["learning_rate"] == tuning.choose(dict(zip(t["grid"], t["val_miou_seeds"])), None)[0]
   trials = sorted(os.listdir(tmp_path / "tuning" / "trials"))
   assert trials == ["bilinear_lr0.001_s0", "bilinear_lr0.001_s1", "bilinear_lr0.03_s0", "bilinear_lr0.03_s1"]
@@ -327,7 +327,7 @@ def test_localisation_chooses_each_models_rate_on_held_out_training_canvases(tmp
   r = runner.run_experiment(loc, config, str(tmp_path))
   for m, t in r["tuning"].items():
     assert t["grid"] == [1e-3, 1e-2] and len(t["val_hit"]) == 2
-    # The smallest rate within one standard error of the best (a share of the 100 validation canvases).
+    # The highest mean minus one standard error (a share of the 100 validation canvases).
     assert t["learning_rate"] == tuning.choose(dict(zip(t["grid"], t["val_hit_seeds"])), 100)[0]
     trained_with = json.load(open(tmp_path / "trials" / f"{m}_s0" / "trained_with.json"))
     assert trained_with["learning_rate"] == t["learning_rate"]

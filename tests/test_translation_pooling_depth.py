@@ -89,7 +89,7 @@ def test_translation_tunes_a_rate_per_net_and_trains_the_augmented_twin_at_it(tm
   r = runner.run_experiment(module, config, str(tmp_path))
   rates = r["learning_rates"]
   assert set(rates) == {"mlp", *module.CNNS} and all(v["chosen"] in (1e-3, 1e-2) for v in rates.values())
-  for m, v in rates.items():  # the smallest rate within one standard error of the best (tuning.choose)
+  for m, v in rates.items():  # the highest mean minus one standard error (tuning.choose)
     assert v["seeds"] == 2 and v["chosen"] == _chosen(v)
   assert len(os.listdir(tmp_path / "tuning" / "trials")) == 2 * 2 * len(rates)
   trained = lambda name: json.load(open(tmp_path / "trials" / name / "trained_with.json"))  # noqa: E731
@@ -203,7 +203,7 @@ def test_pooling_tunes_a_rate_per_variant_and_data_set(tmp_path):
   for where in ("1d", "2d"):
     table = r["learning_rates"][where]
     assert set(table) == set(config.variants)
-    for v, t in table.items():  # the smallest rate within one standard error of the best (tuning.choose)
+    for v, t in table.items():  # the highest mean minus one standard error (tuning.choose)
       assert t["chosen"] == _chosen(t)
       trained = json.load(open(tmp_path / "trials" / f"{where}_{v}{'_f1.0' if where == '1d' else ''}_s0" /
                                "trained_with.json"))

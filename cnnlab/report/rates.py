@@ -2,9 +2,8 @@
 
     rates.sentence({"CNN": table["cnn"], "MLP": table["mlp"]}, "model")
     # 'Learning rate per model, chosen on a 800-example validation split of the training set (never the test set):
-    #  the smallest rate whose mean validation accuracy over 3 tuning seeds is within one standard error of the
-    #  best rate's (...); mean validation accuracy per rate: CNN 0.003 (0.001: 93.6 %, 0.003: 96.0 %, best
-    #  ± 0.7); MLP 0.01 (...).'
+    #  the rate with the highest mean validation accuracy over 3 tuning seeds minus one standard error (...);
+    #  mean validation accuracy per rate: CNN 0.003 (0.001: 93.6 %, 0.003: 96.0 %; chosen ± 0.7); MLP 0.01 (...).'
 """
 
 from typing import Mapping
@@ -19,7 +18,7 @@ def sentence(entries: Mapping[str, dict], what: str) -> str:
   sizes = {e["n_validation"] for e in entries.values()}
   seeds = {e.get("seeds", 1) for e in entries.values()}
   one_size = len(sizes) == 1
-  se = lambda e: f", best ± {100 * e['standard_error']:.1f}" if "standard_error" in e else ""  # noqa: E731
+  se = lambda e: f"; chosen ± {100 * e['standard_error']:.1f}" if "standard_error" in e else ""  # noqa: E731
   cells = "; ".join(
       f"{label} {e['chosen']:g}" + ("" if one_size else f" ({e['n_validation']:,} validation examples)") + " ("
       + ", ".join(f"{rate}: {100 * acc:.1f} %" for rate, acc in e["validation_accuracy"].items()) + se(e) + ")"
@@ -29,6 +28,6 @@ def sentence(entries: Mapping[str, dict], what: str) -> str:
     return (f"Learning rate per {what}, chosen on {split} of the training set (never the test set), validation "
             f"accuracy per rate: {cells}.")
   k = "/".join(str(n) for n in sorted(seeds))
-  return (f"Learning rate per {what}, chosen on {split} of the training set (never the test set): the smallest "
-          f"rate whose mean validation accuracy over {k} tuning seeds is within one standard error of the best "
-          f"rate's (split and seed error); mean validation accuracy per rate: {cells}.")
+  return (f"Learning rate per {what}, chosen on {split} of the training set (never the test set): the rate with "
+          f"the highest mean validation accuracy over {k} tuning seeds minus one standard error (the split's "
+          f"sampling error and the seeds' spread); mean validation accuracy per rate: {cells}.")
