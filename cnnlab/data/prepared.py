@@ -1,8 +1,8 @@
 """A streamed split decoded once into memory-mapped arrays on disk, then read at memory speed.
 
-TFDS stores one `tf.train.Example` per record (MNIST's images PNG-encoded), and parsing and decoding one costs
-Python tens to hundreds of microseconds: a few thousand examples/s, far below what a small net's train step
-consumes (docs/performance.md). With `data.stream_from='prepared'` each streamed split is decoded once, in chunks
+TFDS stores one `tf.train.Example` per record (MNIST's images PNG-encoded), and parsing and decoding one in Python
+costs tens to hundreds of microseconds: a few thousand examples/s, far below what a small net's train step consumes
+(docs/performance.md). With `data.stream_from='prepared'` each streamed split is decoded once, in chunks
 (never whole in memory), into `<dir>/x.npy` (the images as stored, e.g. uint8: N x H x W x C bytes on disk) and
 `<dir>/y.npy`. Training then gathers a batch's rows from the memory-mapped files (the page cache keeps what fits)
 and scales them exactly as the records path does, so batches and numbers are the same bit for bit.
@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import uuid
+
 import numpy as np
 from absl import logging
 

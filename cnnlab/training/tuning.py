@@ -72,7 +72,7 @@ def learning_rates(workdir: str, train_config: ml_collections.ConfigDict, nets: 
                    dataset: Any, grid: Sequence[float], progress: bool = False, seeds: int = 1,
                    seed_base: int = SEED) -> dict[str, dict]:
   """Per model: the chosen rate, every rate's mean validation accuracy (keys as `f"{rate:g}"`) and per-seed
-  accuracies, the best rate's standard error and the validation split's size. The tuning trainings use seeds
+  accuracies, the chosen rate's standard error and the validation split's size. The tuning trainings use seeds
   `seed_base` .. `seed_base + seeds - 1` (an experiment's seed set: another set tunes on other seeds); the split
   is always seed `SEED`'s."""
   check_grid(grid, seeds)
