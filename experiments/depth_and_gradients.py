@@ -25,8 +25,8 @@ import numpy as np
 
 import experiments
 from cnnlab import data, kernels, models
-from cnnlab.metrics import gradients
 from cnnlab.errors import UserError
+from cnnlab.metrics import gradients
 from cnnlab.models import deep
 from cnnlab.report import ledger, rates as rates_text, rendering as reporting, stats, tables
 from cnnlab.training import metric_writer, parallel, state as state_lib, sweep, train, tuning
