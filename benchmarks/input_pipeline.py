@@ -169,8 +169,9 @@ def main() -> None:
                    for k, (kind, kw) in MODELS.items()}
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
-    runs = [(fmt, "records") for fmt in formats] + [(formats[0], "prepared")] * ("prepared" in args.sources)
-    runs = [r for r in runs if r[1] in args.sources]
+    sources = args.sources.split(",")
+    runs = ([(fmt, "records") for fmt in formats] if "records" in sources else []) + (
+        [(formats[0], "prepared")] if "prepared" in sources else [])  # a prepared copy: from the first format
     names = {fmt: build_dataset(tmp, fmt, n_train) for fmt in formats}
     for w, (fmt, source) in itertools.product(sorted(workers), runs):  # worker-free rows first
       name = names[fmt]

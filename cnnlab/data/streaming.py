@@ -33,8 +33,8 @@ MEMORY_BYTES = 1 << 30
 _THREADS = 1     # reader threads per process (the training process with 0 workers, else each worker)
 _PREFETCH = 8    # grain elements each reader thread and each worker keeps ready ahead of the consumer
 # A grain element holds the batches of up to _MAX_STEPS steps, read at once, as long as they stay under
-# _ELEMENT_BYTES: grain's fixed cost per element exceeds the read of a prepared MNIST batch of 64, and 8 steps
-# per element served ~2.3x the examples/s of one (2-core AMD EPYC, 2026-12-04).
+# _ELEMENT_BYTES: grain's fixed cost per element exceeds the read of a prepared MNIST batch of 64 (measured in
+# docs/performance.md, "Prepared copies").
 _MAX_STEPS = 8
 _ELEMENT_BYTES = 8 << 20
 
