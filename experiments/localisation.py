@@ -16,7 +16,6 @@ Result:   see REPORT.md (ledger) and the run's results.md.
 """
 
 import functools
-import os
 import time
 
 import ml_collections
@@ -133,18 +132,15 @@ def tune_learning_rates(config: ml_collections.ConfigDict, ds: data.Dataset, net
   if not config.lr_grid:
     return {m: {"learning_rate": config.train.learning_rate, "grid": [], "val_hit": []} for m in nets}
   n = config.val_canvases
-  val = data.Dataset(f"{ds.name}-val", ds.x_train[n:], ds.y_train[n:], ds.x_train[:n], ds.y_train[:n], ds.num_classes)
-  score = lambda state, d: {"val_hit": float(per_example(  # noqa: E731
+  val = canvas.held_out(ds, n)
+  score = lambda state, d: {"score": float(per_example(  # noqa: E731
       inference.outputs(state, d.x_test, config.train.eval_batch_size), d.y_test)["hit"].mean())}
-  grid, seeds = sorted(config.lr_grid), range(config.seed_base, config.seed_base + config.tuning_seeds)
-  records = sweep.run_trials(os.path.join(workdir, "tuning"), [
-      sweep.Trial(f"{m}_lr{lr:g}_s{seed}", net, val, seed, tuning.with_rate(config.train, lr),
-                  {"model": m, "lr": lr}, after_fit=score) for m, net in nets.items() for lr in grid for seed in seeds],
-      progress=config.train.progress)
+  grid = sorted(config.lr_grid)
+  scores = tuning.validation_scores(workdir, config.train, nets, val, grid, config.tuning_seeds, config.seed_base,
+                                    config.train.progress, lambda m, lr, seed: f"{m}_lr{lr:g}_s{seed}", score)
   out = {}
-  for m in nets:
-    per_rate = {lr: [r["val_hit"] for r in records if r["model"] == m and r["lr"] == lr] for lr in grid}
-    chosen, se = tuning.choose(per_rate, n)
+  for m, per_rate in scores.items():
+    chosen, se = tuning.choose(per_rate, n)  # a share of the n validation canvases
     out[m] = {"learning_rate": chosen, "grid": grid, "val_hit": [float(np.mean(h)) for h in per_rate.values()],
               "val_hit_seeds": list(per_rate.values()), "standard_error": se}
   return out

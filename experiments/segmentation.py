@@ -15,7 +15,6 @@ Result:   see REPORT.md (ledger) and the run's results.md.
 
 import functools
 import itertools
-import os
 import time
 
 import flax.linen as nn
@@ -120,18 +119,15 @@ def tune_learning_rates(config: ml_collections.ConfigDict, ds, nets: dict, workd
   if not config.lr_grid:
     return {v: {"learning_rate": config.train.learning_rate, "grid": [], "val_miou": []} for v in nets}
   n = config.val_canvases
-  val = data.Dataset(f"{ds.name}-val", ds.x_train[n:], ds.y_train[n:], ds.x_train[:n], ds.y_train[:n], ds.num_classes)
-  score = lambda state, d: {"val_miou": segmentation_scores.evaluate(  # noqa: E731
+  val = canvas.held_out(ds, n)
+  score = lambda state, d: {"score": segmentation_scores.evaluate(  # noqa: E731
       inference.outputs(state, d.x_test, config.train.eval_batch_size), d.y_test)["miou"]}
-  seeds = range(config.seed_base, config.seed_base + config.tuning_seeds)
-  records = sweep.run_trials(os.path.join(workdir, "tuning"), [
-      sweep.Trial(f"{v}_lr{lr:g}_s{seed}", net, val, seed, tuning_lib.with_rate(config.train, lr),
-                  {"variant": v, "lr": lr}, after_fit=score)
-      for v, net in nets.items() for lr in config.lr_grid for seed in seeds], progress=config.train.progress)
+  scores = tuning_lib.validation_scores(workdir, config.train, nets, val, config.lr_grid, config.tuning_seeds,
+                                        config.seed_base, config.train.progress,
+                                        lambda v, lr, seed: f"{v}_lr{lr:g}_s{seed}", score)
   out = {}
-  for v in nets:
-    per_rate = {lr: [r["val_miou"] for r in records if r["variant"] == v and r["lr"] == lr] for lr in config.lr_grid}
-    chosen, se = tuning_lib.choose(per_rate, None)
+  for v, per_rate in scores.items():
+    chosen, se = tuning_lib.choose(per_rate, None)  # mIoU is no share of examples: the seeds' spread alone
     out[v] = {"learning_rate": chosen, "grid": list(config.lr_grid),
               "val_miou": [float(np.mean(m)) for m in per_rate.values()], "val_miou_seeds": list(per_rate.values()),
               "standard_error": se}

@@ -155,3 +155,10 @@ def localisation_dataset(data_config: ml_collections.ConfigDict, config: ml_coll
 
   return data.Dataset(f"{data_config.name}-canvas{config.size}-loc", train.x_NHWC, targets(train), test.x_NHWC,
                       targets(test), k)
+
+
+def held_out(ds: data.Dataset, n: int) -> data.Dataset:
+  """`ds` with its first `n` training canvases as the test split and the rest as the training split: where
+  canvas experiments choose a learning rate (canvases carry boxes or masks, so no stratified split)."""
+  return data.Dataset(f"{ds.name}-val", ds.x_train[n:], ds.y_train[n:], ds.x_train[:n], ds.y_train[:n],
+                      ds.num_classes)

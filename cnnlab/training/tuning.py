@@ -14,7 +14,7 @@ table in results.json.
 import dataclasses
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import ml_collections
@@ -68,6 +68,23 @@ def choose(scores: Mapping[float, Sequence[float]], n_validation: int | None) ->
   return best, standard_error(scores[best], n_validation)
 
 
+def validation_scores(workdir: str, train_config: ml_collections.ConfigDict, nets: Mapping[str, nn.Module],
+                      val: Any, grid: Sequence[float], seeds: int, seed_base: int, progress: bool,
+                      name: Callable[[str, float, int], str],
+                      score: Callable[[Any, Any], dict] | None = None) -> dict[str, dict[float, list[float]]]:
+  """Per net, per rate: the validation score of each of its `seeds` tuning trainings (seeds `seed_base`, ...),
+  in seed order, run as one sweep in `<workdir>/tuning/` (finished trainings reused). `val`: a dataset whose test
+  split is the validation data; `name(net, rate, seed)`: a training's trial name; `score`: an `after_fit`
+  returning {"score": value} (default: the test accuracy `fit` reports on `val`)."""
+  trials = [sweep.Trial(name(n, rate, seed), net, val, seed, with_rate(train_config, rate),
+                        {"net": n, "rate": float(rate)}, after_fit=score)
+            for n, net in nets.items() for rate in grid for seed in range(seed_base, seed_base + seeds)]
+  records = sweep.run_trials(os.path.join(workdir, "tuning"), trials, progress=progress)
+  key = "score" if score else "test_accuracy"
+  return {n: {float(r): [x[key] for x in records if x["net"] == n and x["rate"] == float(r)] for r in grid}
+          for n in nets}
+
+
 def learning_rates(workdir: str, train_config: ml_collections.ConfigDict, nets: Mapping[str, nn.Module],
                    dataset: Any, grid: Sequence[float], progress: bool = False, seeds: int = 1,
                    seed_base: int = SEED) -> dict[str, dict]:
@@ -77,22 +94,15 @@ def learning_rates(workdir: str, train_config: ml_collections.ConfigDict, nets: 
   is always seed `SEED`'s."""
   check_grid(grid, seeds)
   val = validation_set(dataset)
-  trials = []
-  for name, net in nets.items():
-    for rate in grid:
-      config = with_rate(train_config, rate)
-      for seed in range(seed_base, seed_base + seeds):  # seed 0 keeps its old trial name (older tunings reused)
-        trials.append(sweep.Trial(f"{name}_lr{rate:g}" + (f"_s{seed}" if seed != SEED else ""), net, val, seed,
-                                  config, {"model": name, "rate": float(rate)}))
-  records = sweep.run_trials(os.path.join(workdir, "tuning"), trials, progress=progress)
+  # Seed 0 keeps its old trial name (tunings from before several seeds are reused).
+  name = lambda n, rate, seed: f"{n}_lr{rate:g}" + (f"_s{seed}" if seed != SEED else "")  # noqa: E731
   out = {}
-  for name in nets:
-    scores = {float(r): [x["test_accuracy"] for x in records if x["model"] == name and x["rate"] == float(r)]
-              for r in grid}  # each rate's accuracies in seed order
+  for n, scores in validation_scores(workdir, train_config, nets, val, grid, seeds, seed_base, progress,
+                                     name).items():
     chosen, se = choose(scores, len(val.y_test))
-    out[name] = {"chosen": chosen, "validation_accuracy": {f"{r:g}": float(np.mean(a)) for r, a in scores.items()},
-                 "validation_accuracy_seeds": {f"{r:g}": a for r, a in scores.items()}, "standard_error": se,
-                 "seeds": seeds, "n_validation": len(val.y_test)}
+    out[n] = {"chosen": chosen, "validation_accuracy": {f"{r:g}": float(np.mean(a)) for r, a in scores.items()},
+              "validation_accuracy_seeds": {f"{r:g}": a for r, a in scores.items()}, "standard_error": se,
+              "seeds": seeds, "n_validation": len(val.y_test)}
   return out
 
 
