@@ -3,13 +3,15 @@
   python benchmarks/train_step.py                    # every model, ~5 min on 2 CPU cores; JSON in benchmarks/results/
   python benchmarks/train_step.py --quick --models=ws_cnn --no-torch   # smoke test
   python benchmarks/train_step.py --no-baseline      # skip the "naive flax" column (faster)
+  python benchmarks/train_step.py --models=resnet20 --bfloat16 --no-torch   # bfloat16 compute vs float32
 
 Per model: compile time (first step), steady-state steps/s (median of repeated timed runs), images/s,
 achieved GFLOP/s (6 x multiply-adds per example: forward + backward, the usual convention) and its fraction
 of the peak measured with a large float32 matmul in the same run; with torch (`pip install -e ".[bench]"`,
 CPU wheel, `torch.set_num_threads(2)` unless --torch-threads) the same architecture's eager Adam step, timed
 interleaved with JAX's so that both see the same machine load, and the ratio. Also the input pipeline's
-images/s alone. The "naive flax" column is the same cnnlab step traced with plain flax conv and
+images/s alone. With --bfloat16, the same step with `train.compute_dtype=bfloat16` (bfloat16 forward and
+backward, float32 parameters and optimizer state), timed interleaved, and its speed-up. The "naive flax" column is the same cnnlab step traced with plain flax conv and
 reduce_window pooling (`kernels.specialise(model, "xla")`), timed interleaved too. On a loaded machine (load
 average above the core count) every number is unreliable, PyTorch's multi-threaded kernels most of all: the
 load average is printed at the start and the end.
@@ -63,9 +65,10 @@ MODELS = {
                "segmentation's encoder-decoder (stride-2 transposed convs), per-pixel labels"),
     "dip_skip": ("dip_skip", dict(width=32, depth=4, skip_width=4), (64, 64, 32), 1, None,
                  "deep_image_prior's skip net, 64x64, one image"),
+    "resnet20": ("resnet20", {}, (32, 32, 3), 128, None, "He et al. 2016 CIFAR ResNet-20 with BatchNorm (0.27M)"),
 }
 QUICK_SKIP = ("alexnet_67",)
-OPTIONAL = ()  # models left out of the default set
+OPTIONAL = ("resnet20",)  # models left out of the default set (ResNet-20: ~1 step/s on 2 CPU cores)
 
 
 def peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -81,11 +84,12 @@ def peak_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / np.median(times) / 1e9
 
 
-def jax_runner(name: str, model, shape, batch_size: int, mesh, fast: bool = True):
+def jax_runner(name: str, model, shape, batch_size: int, mesh, fast: bool = True, compute_dtype: str = "float32"):
   """(run(n) -> None, compile seconds): n steps of the program `train.fit` runs (its data path included).
 
   Random data: 4 batches' worth on the device, each step gathering its batch there (DIP: one random image).
-  `fast=False` traces a fresh jit of the same step with cnnlab's CPU fast paths off (plain flax layers).
+  `fast=False` traces a fresh jit of the same step with cnnlab's CPU fast paths off (plain flax layers);
+  `compute_dtype` is `train.compute_dtype`.
   """
   choice = "auto" if fast else "xla"
   model = kernels.specialise(model, choice)
@@ -101,6 +105,7 @@ def jax_runner(name: str, model, shape, batch_size: int, mesh, fast: bool = True
     y = rng.integers(0, 10, (n, *shape[:-1]) if name.startswith("seg") else (n,)).astype(np.int32)  # per pixel/image
     data = Dataset(name, x, y, x[:1], y[:1], num_classes=10)
   config.kernels = choice
+  config.compute_dtype = compute_dtype
   init_rng, step_rng = task.keys(0)
   # A specialised model is a new apply_fn: the cached init and step are traced afresh for it.
   state = task.create_state(model, state_lib.make_optimizer(config), init_rng, data, mesh)
@@ -185,7 +190,7 @@ def uses_fast_paths(model, shape) -> bool:
   return jaxprs[0] != jaxprs[1]
 
 
-def benchmark(names, quick: bool, use_torch: bool, baseline: bool) -> dict:
+def benchmark(names, quick: bool, use_torch: bool, baseline: bool, bfloat16: bool = False) -> dict:
   mesh = parallel.make_mesh()
   peak = peak_gflops(1024 if quick else 2048)
   rows = []
@@ -200,6 +205,8 @@ def benchmark(names, quick: bool, use_torch: bool, baseline: bool) -> dict:
     runners = {"jax": run}
     if baseline and uses_fast_paths(model, shape):
       runners["naive"], naive_compile_s = jax_runner(name, model, shape, batch_size, mesh, fast=False)
+    if bfloat16:
+      runners["bf16"], bf16_compile_s = jax_runner(name, model, shape, batch_size, mesh, compute_dtype="bfloat16")
     if use_torch and twin is not None:
       t_run = torch_runner(twin, shape, batch_size, params)
       if t_run is not None:
@@ -218,6 +225,10 @@ def benchmark(names, quick: bool, use_torch: bool, baseline: bool) -> dict:
       row.update(naive_compile_s=naive_compile_s, naive_steps_per_s=float(np.median(rates["naive"])),
                  naive_steps_per_s_runs=rates["naive"])
       row["speedup_vs_naive"] = sps / row["naive_steps_per_s"]
+    if "bf16" in rates:
+      row.update(bf16_compile_s=bf16_compile_s, bf16_steps_per_s=float(np.median(rates["bf16"])),
+                 bf16_steps_per_s_runs=rates["bf16"])
+      row["bf16_speedup"] = row["bf16_steps_per_s"] / sps
     if "torch" in rates:
       row["torch_steps_per_s"] = float(np.median(rates["torch"]))
       row["torch_steps_per_s_runs"] = rates["torch"]
@@ -242,15 +253,17 @@ def benchmark(names, quick: bool, use_torch: bool, baseline: bool) -> dict:
 
 
 HEADER = ("| model | params | batch | compile (s) | naive flax steps/s | steps/s | images/s | GFLOP/s | % peak | "
-          "PyTorch steps/s | JAX / PyTorch |\n|---|---|---|---|---|---|---|---|---|---|---|")
+          "PyTorch steps/s | JAX / PyTorch | bfloat16 steps/s | bfloat16 / float32 |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def format_row(r: dict) -> str:
   torch_cols = (f"{r['torch_steps_per_s']:.1f} | {r['ratio']:.2f}x" if "ratio" in r else "– | –")
   naive = f"{r['naive_steps_per_s']:.1f}" if "naive_steps_per_s" in r else "same code"
+  bf16 = f"{r['bf16_steps_per_s']:.1f} | {r['bf16_speedup']:.2f}x" if "bf16_speedup" in r else "– | –"
   return (f"| {r['model']} | {r['params']:,} | {r['batch']} | {r['compile_s']:.1f} | {naive} | "
           f"{r['steps_per_s']:.1f} | {r['images_per_s']:,.0f} | {r['gflops']:.1f} | {100 * r['peak_fraction']:.1f} | "
-          f"{torch_cols} |")
+          f"{torch_cols} | {bf16} |")
 
 
 def _loadavg() -> str:
@@ -271,6 +284,8 @@ def main() -> None:
   p.add_argument("--torch-threads", type=int, default=TORCH_THREADS, help="torch.set_num_threads (default 2)")
   p.add_argument("--no-baseline", dest="baseline", action="store_false",
                  help="skip the baseline column (the step with plain flax conv and pooling)")
+  p.add_argument("--bfloat16", action="store_true",
+                 help="also time each step with train.compute_dtype=bfloat16, interleaved, and the speed-up")
   p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/train_step-<time>.json)")
   args = p.parse_args()
   TORCH_THREADS = args.torch_threads
@@ -282,7 +297,7 @@ def main() -> None:
     names = [n for n in names if n not in QUICK_SKIP]
   print(f"load average {_loadavg()}; jax {jax.__version__} on {jax.device_count()} {jax.default_backend()} device(s)"
         f"\n{HEADER}", flush=True)
-  result = benchmark(names, args.quick, args.torch, args.baseline)
+  result = benchmark(names, args.quick, args.torch, args.baseline, args.bfloat16)
   result["loadavg_end"] = _loadavg()
   ip = result["input_pipeline"]
   rates = ", ".join(f"{v:,.0f} images/s at batch {k}" for k, v in ip["images_per_s_by_batch"].items())
