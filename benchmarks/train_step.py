@@ -11,8 +11,8 @@ of the peak measured with a large float32 matmul in the same run; with torch (`p
 CPU wheel, `torch.set_num_threads(2)` unless --torch-threads) the same architecture's eager Adam step, timed
 interleaved with JAX's so that both see the same machine load, and the ratio. Also the input pipeline's
 images/s alone. With --bfloat16, the same step with `train.compute_dtype=bfloat16` (bfloat16 forward and
-backward, float32 parameters and optimizer state), timed interleaved, and its speed-up. The "naive flax" column is the same cnnlab step traced with plain flax conv and
-reduce_window pooling (`kernels.specialise(model, "xla")`), timed interleaved too. On a loaded machine (load
+backward, float32 parameters and optimizer state), timed interleaved, and its speed-up. The "naive flax"
+column is the same cnnlab step traced with plain flax conv and reduce_window pooling (`kernels.specialise(model, "xla")`), timed interleaved too. On a loaded machine (load
 average above the core count) every number is unreliable, PyTorch's multi-threaded kernels most of all: the
 load average is printed at the start and the end.
 """
@@ -68,7 +68,7 @@ MODELS = {
     "resnet20": ("resnet20", {}, (32, 32, 3), 128, None, "He et al. 2016 CIFAR ResNet-20 with BatchNorm (0.27M)"),
 }
 QUICK_SKIP = ("alexnet_67",)
-OPTIONAL = ("resnet20",)  # models left out of the default set (ResNet-20: ~1 step/s on 2 CPU cores)
+OPTIONAL = ("resnet20",)  # models left out of the default set (ResNet-20's CPU step takes seconds)
 
 
 def peak_gflops(n: int = 2048, repeats: int = 5) -> float:
