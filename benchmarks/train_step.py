@@ -12,9 +12,10 @@ CPU wheel, `torch.set_num_threads(2)` unless --torch-threads) the same architect
 interleaved with JAX's so that both see the same machine load, and the ratio. Also the input pipeline's
 images/s alone. With --bfloat16, the same step with `train.compute_dtype=bfloat16` (bfloat16 forward and
 backward, float32 parameters and optimizer state), timed interleaved, and its speed-up. The "naive flax"
-column is the same cnnlab step traced with plain flax conv and reduce_window pooling (`kernels.specialise(model, "xla")`), timed interleaved too. On a loaded machine (load
-average above the core count) every number is unreliable, PyTorch's multi-threaded kernels most of all: the
-load average is printed at the start and the end.
+column is the same cnnlab step traced with plain flax conv and reduce_window pooling
+(`kernels.specialise(model, "xla")`), timed interleaved too. On a loaded machine (load average above the core
+count) every number is unreliable, PyTorch's multi-threaded kernels most of all: the load average is printed
+at the start and the end.
 """
 
 import argparse
