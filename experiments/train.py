@@ -2,7 +2,7 @@
 
 Command:  python run.py --exp=train --config.model=lenet5 --config.data.name=mnist5k
           python run.py --exp=train --config.model=lenet5 --config.data.name=tfds:mnist \
-              --config.train.augment=translate:2 --config.train.steps=18000   # the paper's setting; docs/performance.md
+              --config.train.augment=translate:2 --config.train.steps=18000   # full-MNIST recipe: docs/performance.md
           python run.py --exp=train --config.model=resnet20 --config.data.name=tfds:cifar10 \
               --config.train.augment=crop:4,flip --config.train.schedule=cosine --config.train.steps=64000
           python run.py --exp=train --config.model=cnn --config.model_args='{"features": [16, 32]}'
