@@ -7,7 +7,7 @@ or global-average-pool (GAP) heads, each max-pool CNN beside a control of equal 
 instead of pools; (3) shift consistency (Zhang 2019), max vs max-blur pooling; (4) beside the claims, the max-pool
 CNNs trained again with random translations (`augment_arm`): how much of the loss under shifts is the training
 distribution (Azulay & Weiss 2019). Each net at the best rate of `lr_grid` on a validation split of the training
-set (the augmented twins at their net's rate); 10 seeds: 90 trainings of 1,500 cosine-decayed steps (the first
+set (the augmented twins at their net's rate); 10 seeds: 80 trainings of 1,500 cosine-decayed steps (the first
 150 warming up); the CLAIMS judges pair the arms by seed and add the test set's sampling error.
 
 Command:  python run.py --exp=translation
