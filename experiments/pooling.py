@@ -47,8 +47,8 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.train.update(dict(steps=2000, batch_size=100, learning_rate=1e-2, schedule="cosine", log_every=100,
                       checkpoint_every=1000))  # learning_rate: every variant's when lr_grid is empty
   # Rates tried per variant and data set (1-D, 2-D) on a validation split of the training set; () uses the
-  # configured ones. 0.1: with a top of 0.03, 6 of 8 arms chose the top rate. Most 2-D arms (warmed up) choose
-  # 0.1; 0.3 was probed and validated no better (docs/report.md).
+  # configured ones. 0.1: with a top of 0.03, most arms chose the top rate; 0.3 was probed with the 2-D warm-up
+  # and validated no better (docs/report.md).
   c.lr_grid = (3e-3, 1e-2, 3e-2, 1e-1)
   c.tuning_seeds = 3               # tuning trainings per (variant, rate), seeds seed_base..: tuning.choose
   c.variants = ("none", "stride", "max", "avg")  # downsampling after each conv ("l2", "maxblur" also exist)
@@ -68,7 +68,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.image.features = (16, 32)       # conv channels per stage (3x3)
   c.image.train = train.get_config()
   # warmup_steps: without a warm-up, Adam's first full-size steps leave some 2-D nets dead at chance or short of
-  # fitting (the "none" and "avg" variants; docs/report.md, "Pooling's 2-D warm-up").
+  # fitting (the "none" and "avg" variants; docs/report.md, "Warm-up for the 2-D nets").
   c.image.train.update(dict(steps=1500, batch_size=64, learning_rate=1e-2, schedule="cosine", warmup_steps=150,
                             log_every=100, checkpoint_every=750))
   if quick:

@@ -47,7 +47,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.train = train.get_config()
   c.train.steps, c.train.batch_size, c.train.learning_rate = 1500, 64, 2e-3  # learning_rate: when lr_grid is ()
   # Cosine decay after a linear warm-up: 400 constant-rate steps left the GAP-head nets short of fitting
-  # (docs/report.md, "Pooling's 2-D warm-up"); with these every net fits its training set.
+  # (docs/report.md, "Warm-up for the 2-D nets").
   c.train.schedule, c.train.warmup_steps = "cosine", 150
   c.lr_grid = (3e-3, 1e-2, 3e-2, 1e-1)  # Adam rates tried per net on a validation split (cnnlab.training.tuning)
   c.tuning_seeds = 3               # tuning trainings per (net, rate), seeds seed_base..: tuning.choose
